@@ -1,0 +1,245 @@
+"""The search's nodes: propose, check, dedup, screen, reflect; each idempotent under a re-run.
+
+LangGraph checkpoints after every node, so a process killed in the middle of a node re-runs that node
+on resume. Each node therefore first looks at the archive: a candidate already checked is not checked
+again, one already evaluated is not evaluated again, and a re-run proposal rewrites its own row (the
+proposers are deterministic in (seed, step)). Dependencies (archive, proposer, sandbox, settings) are
+held by `SearchNodes`, outside the state, which stays small and serialisable.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossforge.agent.archive import EVALUATED, Archive
+from lossforge.agent.context import build_context, view
+from lossforge.agent.events import emit
+from lossforge.agent.proposer import Proposer
+from lossforge.agent.reflection import reflect_offline
+from lossforge.agent.state import SearchState
+from lossforge.config import RunConfig
+from lossforge.sandbox.fingerprint import same_behaviour
+from lossforge.sandbox.protocol import Sandbox, SandboxError
+from lossforge.trainer.proxy.api import screen_with_settings
+
+
+def code_hash(code: str) -> str:
+    """Hash of the code with blank lines and trailing spaces ignored."""
+    normalised = "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+    return hashlib.sha256(normalised.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SearchNodes:
+    """The node functions, bound to one run's archive, proposer and sandbox."""
+
+    archive: Archive
+    proposer: Proposer
+    sandbox: Sandbox
+    config: RunConfig
+    proposer_name: str = "evolution"
+    deadline: float | None = None  # time.time() after which the search stops (this process only)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def beta(self) -> float:
+        return self.config.proxy.screen.beta
+
+    # -- nodes ---------------------------------------------------------------------------------
+    def propose(self, state: SearchState) -> dict[str, Any]:
+        step = state.get("step", 0)
+        context = build_context(self.archive, step, self.config.search.seed, self.beta)
+        repair_of = state.get("repair_of")
+        if repair_of is not None:
+            context.repair_of = view(self.archive.get(repair_of))
+        started = time.perf_counter()
+        try:
+            proposal = self.proposer.propose(context)
+        except Exception as error:  # a proposer's failure is recorded, never fatal to the search
+            candidate_id = self.archive.upsert_proposal(
+                step,
+                name="failed-proposal",
+                code="",
+                code_hash="",
+                proposer=self.proposer_name,
+                status="failed",
+                error=f"proposer error: {error}",
+                thought=traceback.format_exc(limit=3),
+            )
+            emit("error", step=step, candidate_id=candidate_id, message=f"proposer error: {error}")
+            return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
+        seconds = time.perf_counter() - started
+        candidate_id = self.archive.upsert_proposal(
+            step,
+            name=proposal.name,
+            code=proposal.code,
+            code_hash=code_hash(proposal.code),
+            thought=proposal.thought,
+            operator=proposal.operator,
+            proposer=self.proposer_name,
+            parent_ids=proposal.parent_ids,
+            genome=proposal.genome,
+            repair_of=repair_of,
+            status="proposed",
+            timings={"propose": round(seconds, 4)},
+        )
+        emit(
+            "proposal",
+            step=step,
+            candidate_id=candidate_id,
+            name=proposal.name,
+            thought=proposal.thought,
+            operator=proposal.operator,
+            parent_ids=proposal.parent_ids,
+            code=proposal.code,
+        )
+        return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
+
+    def check(self, state: SearchState) -> dict[str, Any]:
+        candidate = self.archive.get(state["candidate_id"])
+        if candidate.status not in ("proposed", "checking"):
+            return {}
+        self.archive.update(candidate.id, status="checking")
+        emit("checking", candidate_id=candidate.id, name=candidate.name)
+        report = self.sandbox.check(candidate.code, beta=self.beta)
+        self.archive.update(
+            candidate.id,
+            status="checked" if report.passed else "rejected",
+            failed_check=report.failed_check,
+            check_report=report.model_dump(),
+            fingerprint=report.fingerprint,
+        )
+        self.archive.add_timing(candidate.id, "check", report.seconds)
+        emit(
+            "check",
+            candidate_id=candidate.id,
+            name=candidate.name,
+            passed=report.passed,
+            failed_check=report.failed_check,
+            summary=report.summary(),
+            seconds=report.seconds,
+        )
+        return {}
+
+    def dedup(self, state: SearchState) -> dict[str, Any]:
+        candidate = self.archive.get(state["candidate_id"])
+        if candidate.status != "checked" or not self.config.search.dedup:
+            return {}
+        twin = self.archive.find_code(candidate.code_hash, exclude_id=candidate.id)
+        if twin is None and candidate.fingerprint is not None:
+            twin = next(
+                (
+                    other
+                    for other in self.archive.with_fingerprint()
+                    if other.id != candidate.id
+                    and other.id < candidate.id
+                    and other.fingerprint is not None
+                    and same_behaviour(candidate.fingerprint, other.fingerprint)
+                ),
+                None,
+            )
+        if twin is not None:
+            self.archive.update(candidate.id, status="duplicate", duplicate_of=twin.id)
+            emit("duplicate", candidate_id=candidate.id, name=candidate.name, duplicate_of=twin.id)
+        return {}
+
+    def screen(self, state: SearchState) -> dict[str, Any]:
+        candidate = self.archive.get(state["candidate_id"])
+        if candidate.status in EVALUATED or candidate.status == "failed":
+            return {}
+        self.archive.update(candidate.id, status="screening")
+        emit("screen_started", candidate_id=candidate.id, name=candidate.name)
+        proxy = self.config.proxy
+        started = time.perf_counter()
+        fields: dict[str, Any]
+        try:
+            result = self.sandbox.run(
+                candidate.code,
+                screen_with_settings,
+                proxy.world.model_dump(),
+                proxy.screen.model_dump(),
+                self.config.search.seed,
+                str(self.config.resolved_cache_dir()),
+                timeout=self.config.sandbox.screen_timeout,
+            )
+        except SandboxError as error:
+            fields = {"status": "failed", "error": f"{error.kind}: {error.message}"}
+        else:
+            if result["fitness"] is None:
+                fields = {"status": "degenerate", "error": result["degenerate"], "result": result}
+            else:
+                fields = {"status": "evaluated", "fitness": result["fitness"], "result": result}
+        if fields["status"] in EVALUATED:
+            fields["generation"] = self.archive.count_evaluated() + 1
+        self.archive.update(candidate.id, **fields)
+        self.archive.add_timing(candidate.id, "screen", time.perf_counter() - started)
+        emit(
+            "evaluated",
+            candidate_id=candidate.id,
+            name=candidate.name,
+            status=fields["status"],
+            fitness=fields.get("fitness"),
+            generation=fields.get("generation"),
+            error=fields.get("error"),
+            evaluated=self.archive.count_evaluated(),
+        )
+        return {}
+
+    def reflect(self, state: SearchState) -> dict[str, Any]:
+        candidate = self.archive.get(state["candidate_id"])
+        best = [c.fitness for c in self.archive.top(2) if c.id != candidate.id]
+        reflection = reflect_offline(candidate, best[0] if best else None)
+        self.archive.update(candidate.id, reflection=reflection)
+        emit("reflection", candidate_id=candidate.id, name=candidate.name, text=reflection)
+        in_a_row = 0 if candidate.status in EVALUATED else state.get("rejected_in_a_row", 0) + 1
+        update: dict[str, Any] = {"candidate_id": None, "repair_attempts": 0, "rejected_in_a_row": in_a_row}
+        update["stop_reason"] = self.stop_reason({**state, **update})
+        return update
+
+    def repair(self, state: SearchState) -> dict[str, Any]:
+        """Hand the failed candidate back to the proposer for a bounded number of repairs."""
+        return {"repair_of": state["candidate_id"], "repair_attempts": state.get("repair_attempts", 0) + 1}
+
+    # -- routing -------------------------------------------------------------------------------
+    def stop_reason(self, state: SearchState) -> str | None:
+        if self.stop_requested.is_set():
+            return "stop requested"
+        if self.archive.count_evaluated() >= state.get("target_evaluated", 0):
+            return "generations"
+        target = self.config.search.target_fitness
+        if target is not None:
+            top = self.archive.top(1)
+            if top and top[0].fitness is not None and top[0].fitness >= target:
+                return "target fitness"
+        if self.deadline is not None and time.time() >= self.deadline:
+            return "wall time"
+        if state.get("rejected_in_a_row", 0) >= self.config.search.max_proposals_per_generation:
+            return "stalled: too many rejected or duplicate proposals in a row"
+        return None
+
+    def after_start(self, state: SearchState) -> str:
+        return "end" if self.stop_reason(state) else "propose"
+
+    def after_propose(self, state: SearchState) -> str:
+        candidate = self.archive.get(state["candidate_id"])
+        return "reflect" if candidate.status == "failed" else "check"
+
+    def after_check(self, state: SearchState) -> str:
+        candidate = self.archive.get(state["candidate_id"])
+        if candidate.status == "rejected":
+            can_repair = getattr(self.proposer, "supports_repair", False)
+            if can_repair and state.get("repair_attempts", 0) < self.config.search.max_repair_attempts:
+                return "repair"
+            return "reflect"
+        return "dedup"
+
+    def after_dedup(self, state: SearchState) -> str:
+        candidate = self.archive.get(state["candidate_id"])
+        return "reflect" if candidate.status == "duplicate" else "screen"
+
+    def after_reflect(self, state: SearchState) -> str:
+        return "end" if state.get("stop_reason") else "propose"

@@ -1,0 +1,286 @@
+"""The `lossforge` command line: run, status, check, leaderboard, report, export, bench.
+
+Exit codes: 0 success; 1 a negative answer (e.g. `check` rejected the loss); 2 a usage error (bad
+option, bad config, missing file) with a message saying what was wrong; 3 the run directory is busy.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from lossforge.config import ConfigError, RunConfig, load_config
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Discover preference-optimisation losses.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
+app.add_typer(bench_app, name="bench")
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _config(path: Optional[Path], overrides: dict[str, Any]) -> RunConfig:
+    try:
+        return load_config(path, overrides)
+    except ConfigError as error:
+        _fail(str(error))
+        raise  # unreachable
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _progress_printer(target_note: dict[str, Any]):
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "preparing":
+            err.print(f"[dim]{event['message']} (built once per seed, then cached)[/]")
+        elif kind in ("run_started", "run_resumed"):
+            target_note["target"] = event.get("target")
+            verb = "resuming" if kind == "run_resumed" else "starting"
+            err.print(f"[bold]{verb}[/]: {event['evaluated']} evaluated so far, target {event.get('target')}")
+        elif kind == "check" and not event["passed"]:
+            err.print(f"  [yellow]rejected[/] #{event['candidate_id']} {event['name']}: {event['summary'][:160]}")
+        elif kind == "duplicate":
+            err.print(f"  [dim]duplicate[/] #{event['candidate_id']} {event['name']} behaves like #{event['duplicate_of']}")
+        elif kind == "evaluated":
+            fitness = event.get("fitness")
+            shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event['status']}[/] {event.get('error')}"
+            err.print(f"[{event['evaluated']:>4}/{target_note.get('target')}] #{event['candidate_id']} {event['name']}: {shown}")
+        elif kind == "error":
+            err.print(f"  [red]error[/] {event.get('message')}")
+        elif kind == "run_stopped":
+            best = event.get("best") or {}
+            err.print(
+                f"[bold]stopped[/] ({event.get('stop_reason')}): {event['evaluated']} evaluated; "
+                f"best #{best.get('id')} {best.get('name')} fitness {best.get('fitness')}"
+            )
+
+    return on_event
+
+
+@app.command()
+def run(
+    run_dir: Path = typer.Option(..., "--run-dir", help="Directory of the run: archive, checkpoints, events."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration (see README)."),
+    generations: Optional[int] = typer.Option(None, "--generations", help="Evaluated candidates to add."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the proposer and the proxy world."),
+    proposer: Optional[str] = typer.Option(None, "--proposer", help="evolution (default) or random."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much wall time."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Write every event to stdout as a JSON line."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
+) -> None:
+    """Run (or resume) a discovery search on the CPU proxy. Headless; safe to run from cron."""
+    from lossforge.agent.lock import RunDirectoryBusy
+    from lossforge.agent.runner import ConfigMismatch, run_search
+
+    settings = _config(
+        config,
+        {
+            "search.generations": generations,
+            "search.seed": seed,
+            "proposer.kind": proposer,
+            "search.max_minutes": max_minutes,
+            "cache_dir": str(cache_dir) if cache_dir else None,
+        },
+    )
+    try:
+        summary = run_search(
+            run_dir,
+            settings,
+            echo_jsonl=sys.stdout if jsonl else None,
+            on_event=None if quiet else _progress_printer({}),
+            handle_signals=True,
+        )
+    except RunDirectoryBusy as error:
+        _fail(str(error), code=3)
+    except ConfigMismatch as error:
+        _fail(str(error))
+    else:
+        if not jsonl:
+            err.print(f"[dim]status: lossforge status {run_dir} --json; report: lossforge report {run_dir}[/]")
+        if summary.stop_reason and summary.stop_reason.startswith("stalled"):
+            raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Candidates of a run (id, name, status, fitness), the best, and counts. Safe while a run is going."""
+    from lossforge.agent.archive import Archive
+
+    try:
+        archive = Archive(run_dir / "archive.sqlite", readonly=True)
+    except FileNotFoundError as error:
+        _fail(str(error))
+    try:
+        candidates = archive.all()
+        top = archive.top(1)
+        data = {
+            "run_dir": str(run_dir),
+            "evaluated": archive.count_evaluated(),
+            "counts": archive.counts(),
+            "best": top[0].public() if top else None,
+            "candidates": [c.public() for c in candidates],
+        }
+    finally:
+        archive.close()
+    if as_json:
+        _print_json(data)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{run_dir}: {data['evaluated']} evaluated")
+    for column in ("id", "gen", "name", "status", "fitness", "note"):
+        table.add_column(column)
+    for c in candidates:
+        note = c.failed_check or (f"dup of #{c.duplicate_of}" if c.duplicate_of else "") or (c.error or "")
+        table.add_row(str(c.id), str(c.generation or ""), c.name, c.status, "" if c.fitness is None else f"{c.fitness:.4f}", note[:40])
+    Console().print(table)
+
+
+@app.command()
+def check(
+    file: Path = typer.Argument(..., help="A Python file defining one loss function."),
+    as_json: bool = typer.Option(False, "--json", help="Print the check report as JSON."),
+    beta: float = typer.Option(0.1, "--beta", help="beta passed to the loss."),
+) -> None:
+    """Run the unit checks on one loss file. Exit 0 if it passes, 1 if rejected, 2 on a usage error."""
+    if not file.is_file():
+        _fail(f"{file} is not a file: give the path of a Python file that defines one loss function")
+    from lossforge.sandbox.process import ProcessSandbox
+
+    sandbox = ProcessSandbox()
+    try:
+        report = sandbox.check(file.read_text(), beta=beta)
+    finally:
+        sandbox.close()
+    if as_json:
+        _print_json(report.model_dump())
+    else:
+        colour = "green" if report.passed else "red"
+        Console().print(f"[{colour}]{'PASS' if report.passed else 'REJECTED'}[/] {file}: {report.summary()}")
+        for c in report.checks:
+            Console().print(f"  {'ok ' if c.passed else 'FAIL'} {c.name} {c.evidence if not c.passed else ''}")
+    raise typer.Exit(0 if report.passed else 1)
+
+
+@app.command()
+def leaderboard(
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Number of seeds (0..K-1)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration (its [proxy] is used)."),
+    losses: Optional[str] = typer.Option(None, "--losses", help="Comma-separated library names (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The loss library on the proxy: mean fitness and standard error over seeds."""
+    from lossforge.trainer.losses import LIBRARY
+    from lossforge.trainer.proxy.leaderboard import leaderboard as run_leaderboard
+
+    settings = _config(config, {})
+    names = [n.strip() for n in losses.split(",")] if losses else None
+    unknown = [n for n in names or [] if n not in LIBRARY]
+    if unknown:
+        _fail(f"unknown loss(es) {unknown}; library names are: {', '.join(LIBRARY)}")
+    rows = run_leaderboard(
+        settings.proxy, list(range(seeds)), settings.resolved_cache_dir(), names, progress=lambda m: err.print(f"[dim]{m}[/]")
+    )
+    if as_json:
+        _print_json({"seeds": seeds, "beta": settings.proxy.screen.beta, "kl_budget": settings.proxy.screen.kl_budget, "rows": [r.model_dump() for r in rows]})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"proxy leaderboard ({seeds} seeds, beta {settings.proxy.screen.beta})")
+    for column in ("loss", "mean fitness", "std err", "final KL"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.name + (" (control)" if r.control else ""),
+            "-" if r.mean is None else f"{r.mean:+.4f}",
+            "-" if r.stderr is None else f"{r.stderr:.4f}",
+            "-" if r.final_kl_mean is None else f"{r.final_kl_mean:.3f}",
+        )
+    Console().print(table)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    top: int = typer.Option(5, "--top", min=1, help="How many of the best candidates to show."),
+) -> None:
+    """Write a Markdown report with PNG plots into RUN_DIR/report/."""
+    from lossforge.report import report_summary, write_report
+    from lossforge.sandbox.process import ProcessSandbox
+
+    if not (run_dir / "archive.sqlite").exists():
+        _fail(f"no archive in {run_dir}: is this a lossforge run directory?")
+    sandbox = ProcessSandbox()
+    try:
+        write_report(run_dir, sandbox, top_k=top)
+    finally:
+        sandbox.close()
+    _print_json(report_summary(run_dir))
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory."),
+    candidate_id: int = typer.Argument(..., help="The candidate's id (see `lossforge status`)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Print (or write) one candidate as a standalone, importable Python module."""
+    from lossforge.agent.archive import Archive
+    from lossforge.export import render_export
+
+    try:
+        archive = Archive(run_dir / "archive.sqlite", readonly=True)
+    except FileNotFoundError as error:
+        _fail(str(error))
+    try:
+        candidate = archive.get(candidate_id)
+    except KeyError as error:
+        _fail(str(error.args[0]))
+    finally:
+        archive.close()
+    text = render_export(candidate, run_dir)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        err.print(f"wrote {out}")
+
+
+@bench_app.command("proxy")
+def bench_proxy(
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
+    repeats: int = typer.Option(3, "--repeats", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    loss: str = typer.Option("dpo", "--loss"),
+    config: Optional[Path] = typer.Option(None, "--config"),
+) -> None:
+    """Seconds per candidate on the proxy (one beta, one seed), and the one-off world build."""
+    from lossforge.trainer.losses import LIBRARY
+    from lossforge.trainer.proxy.bench import bench_proxy as run_bench
+
+    if loss not in LIBRARY:
+        _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
+    settings = _config(config, {})
+    _print_json(run_bench(settings.proxy, seed, settings.resolved_cache_dir(), repeats=repeats, loss=loss))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

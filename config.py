@@ -1,0 +1,122 @@
+"""The run configuration: one TOML file, validated by pydantic before anything runs.
+
+Every section forbids unknown keys, so a typo (`generatoins = 5`) is an error that names the key and
+the section instead of a silently ignored setting. `load_config(path, overrides)` reads the file (or
+the defaults when there is none), applies command-line overrides, and returns a `RunConfig` or raises
+`ConfigError` with every problem listed.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lossforge.trainer.proxy.config import ProxyConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchConfig(_Strict):
+    """When the search stops and how it behaves."""
+
+    generations: int = Field(20, ge=1, description="Evaluated candidates to add in this invocation.")
+    seed: int = Field(0, ge=0, description="Seed of the proposer and of the proxy world.")
+    max_minutes: float | None = Field(None, gt=0, description="Stop after this much wall time (this process).")
+    target_fitness: float | None = Field(None, description="Stop as soon as a candidate reaches this fitness.")
+    max_repair_attempts: int = Field(2, ge=0, le=10, description="Repairs of a failed candidate before moving on.")
+    max_proposals_per_generation: int = Field(
+        50, ge=1, description="Give up if this many proposals in a row are rejected or duplicates."
+    )
+    dedup: bool = Field(True, description="Reject candidates that behave like one already in the archive.")
+
+
+class EvolutionConfig(_Strict):
+    """The offline genetic-programming proposer."""
+
+    tournament_size: int = Field(4, ge=1)
+    p_crossover: float = Field(0.5, ge=0, le=1)
+    max_depth: int = Field(6, ge=2, le=12)
+
+
+class ProposerConfig(_Strict):
+    """Which proposer writes candidates."""
+
+    kind: Literal["evolution", "random"] = "evolution"
+    evolution: EvolutionConfig = EvolutionConfig()
+
+
+class SandboxConfig(_Strict):
+    """Where candidate code runs and its limits."""
+
+    backend: Literal["process"] = "process"
+    check_timeout: float = Field(10.0, gt=0, description="Seconds for the unit checks of one candidate.")
+    screen_timeout: float = Field(180.0, gt=0, description="Seconds for the proxy screen of one candidate.")
+    memory_mb: int | None = Field(4096, ge=256, description="Address-space limit of a sandboxed child.")
+
+
+class RunConfig(_Strict):
+    """The whole configuration of a discovery run."""
+
+    search: SearchConfig = SearchConfig()
+    proposer: ProposerConfig = ProposerConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    cache_dir: Path = Field(
+        Path("~/.cache/lossforge"), description="Where proxy worlds (SFT model, pairs) are cached, shared by runs."
+    )
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir).expanduser()
+
+    def fitness_identity(self) -> dict[str, Any]:
+        """The settings that make fitness values comparable; a resumed run must not change them."""
+        return {"seed": self.search.seed, "proxy": self.proxy.model_dump()}
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message lists every problem."""
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{where}': remove it or check its spelling (see README, 'Configuration')")
+        else:
+            lines.append(f"  - {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read `path` (TOML) if given, apply dotted `overrides` (e.g. {"search.seed": 3}), validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from error

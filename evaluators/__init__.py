@@ -1,0 +1,1 @@
+"""Judges that turn a trained policy into a score: the proxy oracle (and, later, LLM judges)."""

@@ -1,0 +1,64 @@
+"""Screening a loss: the fitness definition, determinism, and degenerate losses."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossforge.trainer.losses import LIBRARY
+from lossforge.trainer.proxy.build import load_task
+from lossforge.trainer.proxy.leaderboard import anti_dpo
+from lossforge.trainer.proxy.screen import fitness_at_budget, screen
+
+
+def test_fitness_reads_checkpoints_within_the_budget() -> None:
+    assert fitness_at_budget([(0.2, 0.3), (0.5, 0.6)], kl_budget=1.0) == pytest.approx(0.6)
+    assert fitness_at_budget([(0.2, 0.3), (0.5, 0.2)], kl_budget=1.0) == pytest.approx(0.3)
+
+
+def test_fitness_interpolates_where_the_path_crosses_the_budget() -> None:
+    # from (0.5, 0.6) to (1.5, 1.0): at KL 1.0 the gain is 0.8; later points are ignored
+    assert fitness_at_budget([(0.5, 0.6), (1.5, 1.0), (0.9, 5.0)], kl_budget=1.0) == pytest.approx(0.8)
+    # first checkpoint already beyond: read on the line from the reference (0, 0)
+    assert fitness_at_budget([(4.0, 2.0)], kl_budget=1.0) == pytest.approx(0.5)
+
+
+def test_harmful_paths_score_below_zero() -> None:
+    assert fitness_at_budget([(0.1, -0.2), (0.3, -0.5)], kl_budget=1.0) == pytest.approx(-0.2)
+
+
+@pytest.fixture(scope="module")
+def task(tiny_proxy, cache_dir):
+    return load_task(tiny_proxy.world, 11, cache_dir)
+
+
+def test_screen_is_deterministic(task, tiny_proxy) -> None:
+    a = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
+    b = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
+    assert a.fitness == b.fitness
+    assert [p.kl for p in a.path] == [p.kl for p in b.path]
+
+
+def test_dpo_gains_reward_and_anti_dpo_loses_it(task, tiny_proxy) -> None:
+    dpo = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
+    wrong = screen(anti_dpo, task, tiny_proxy.screen)
+    assert dpo.fitness is not None and wrong.fitness is not None
+    assert dpo.fitness > 0 > wrong.fitness
+    assert dpo.preference_accuracy > 0.5 > wrong.preference_accuracy
+    assert all(p.kl >= 0 for p in dpo.path)
+
+
+def test_non_finite_loss_is_degenerate_not_a_score(task, tiny_proxy) -> None:
+    def explodes(pc, pr, rc, rr, beta):
+        return torch.exp(1e4 * (pc - rc)) - (pr - rr)
+
+    result = screen(explodes, task, tiny_proxy.screen)
+    assert result.fitness is None
+    assert "non-finite" in result.degenerate
+
+
+def test_wrong_shape_is_degenerate(task, tiny_proxy) -> None:
+    def scalar(pc, pr, rc, rr, beta):
+        return -torch.nn.functional.logsigmoid(beta * ((pc - rc) - (pr - rr))).mean()
+
+    result = screen(scalar, task, tiny_proxy.screen)
+    assert result.fitness is None and "expected" in result.degenerate

@@ -1,0 +1,1 @@
+"""The tool API: plain typed functions over the sandbox, the proxy and the archive (reused by other agents)."""

@@ -1,0 +1,168 @@
+"""Screening one candidate loss on the proxy: train the reference with it, then measure reward and KL.
+
+`screen(loss_fn, task, settings)` trains a copy of the SFT reference with the candidate loss on the
+task's preference pairs (Adam, gradient clipping at 1.0 as in HF Trainer's default) and, at evenly spaced
+checkpoints, samples completions for held-out prompts to measure the mean hidden reward and
+KL(policy || reference). Sampling uses the same random streams for every candidate (common random
+numbers), so differences between candidates are not sampling noise.
+
+Fitness (documented in the README): the *reward gain at a KL budget*. Along training the policy traces
+a path in the (KL, reward gain) plane that starts at the reference, (0, 0). We join the checkpoints by
+straight lines, cut the path where KL first exceeds the budget, and take the best reward gain on what is
+left. Reward gain is measured in standard deviations of the reference's reward. A loss that does not
+move the policy scores about 0; a loss that moves it the wrong way scores below 0; a loss that buys
+reward with too much KL is read where its path crosses the budget. A loss whose values become
+non-finite during training is degenerate: it gets no fitness and the reason is reported.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import torch
+from pydantic import BaseModel
+
+from lossforge.trainer.proxy.build import ProxyTask
+from lossforge.trainer.proxy.config import ScreenConfig
+from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
+
+LossFn = Callable[..., torch.Tensor]
+
+
+class PathPoint(BaseModel):
+    """One checkpoint of training: its step, KL to the reference and reward gain."""
+
+    step: int
+    kl: float
+    reward_gain: float
+    train_loss: float
+
+
+class ScreenResult(BaseModel):
+    """The outcome of screening one loss at one beta on one seed."""
+
+    fitness: float | None
+    degenerate: str | None = None
+    beta: float
+    seed: int
+    kl_budget: float
+    path: list[PathPoint]
+    final_kl: float | None = None
+    final_reward_gain: float | None = None
+    preference_accuracy: float | None = None  # implicit-reward accuracy on the training pairs at the end
+    seconds: float = 0.0
+
+
+def fitness_at_budget(path: list[tuple[float, float]], kl_budget: float) -> float:
+    """Best reward gain on the trained checkpoints `path` = [(kl, gain), ...] within the KL budget.
+
+    The path starts at the reference (0, 0), which is not itself a candidate (the score is of a trained
+    policy, so a harmful loss scores below 0). Checkpoints within the budget count as they are; at the
+    first checkpoint beyond it, the straight line from the previous point is read at the budget, and
+    the rest of the path is ignored.
+    """
+    if not path:
+        raise ValueError("fitness_at_budget needs at least one checkpoint")
+    readings: list[float] = []
+    previous_kl, previous_gain = 0.0, 0.0
+    for kl, gain in path:
+        if kl <= kl_budget:
+            readings.append(gain)
+            previous_kl, previous_gain = kl, gain
+            continue
+        fraction = (kl_budget - previous_kl) / (kl - previous_kl)
+        readings.append(previous_gain + fraction * (gain - previous_gain))
+        break
+    return max(readings)
+
+
+def _policy_logps(policy: torch.nn.Module, prompts: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor):
+    both = completion_logps(policy, torch.cat([prompts, prompts]), torch.cat([chosen, rejected]))
+    return both.chunk(2)
+
+
+def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Module, settings: ScreenConfig, index: int):
+    """Mean hidden-reward gain and mean KL of policy samples on the eval prompts (common random numbers)."""
+    generator = torch.Generator().manual_seed(task.seed * 1000 + index)
+    prompts = task.eval_prompts
+    if settings.eval_samples != len(prompts):
+        reps = math.ceil(settings.eval_samples / len(prompts))
+        prompts = prompts.repeat(reps, 1)[: settings.eval_samples]
+    policy.eval()
+    with torch.no_grad():
+        completions = sample_completions(policy, prompts, task.config.completion_len, generator)
+        reward = task.world.reward(prompts, completions).mean()
+        kl = sequence_kl(policy, reference, prompts, completions).mean()
+    policy.train()
+    return float(kl), float(reward) - task.reference_reward
+
+
+def _checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
+    return sorted({max(1, round(steps * (i + 1) / checkpoints)) for i in range(checkpoints)})
+
+
+def screen(
+    loss_fn: LossFn,
+    task: ProxyTask,
+    settings: ScreenConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScreenResult:
+    """Train the reference with `loss_fn` and read its fitness (see the module docstring)."""
+    started = time.perf_counter()
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(task.seed)
+    reference = task.reference_model()
+    policy = copy.deepcopy(reference)
+    policy.train()
+    optimiser = torch.optim.Adam(policy.parameters(), lr=settings.lr)
+    generator = torch.Generator().manual_seed(task.seed + 7)
+    n_pairs = len(task.chosen)
+    order = torch.randperm(n_pairs, generator=generator)
+    cursor = 0
+    evaluate_at = _checkpoint_steps(settings.steps, settings.checkpoints)
+    path: list[PathPoint] = []
+    result = dict(beta=settings.beta, seed=task.seed, kl_budget=settings.kl_budget)
+    for step in range(1, settings.steps + 1):
+        if cursor + settings.batch_pairs > n_pairs:
+            order, cursor = torch.randperm(n_pairs, generator=generator), 0
+        index = order[cursor : cursor + settings.batch_pairs]
+        cursor += settings.batch_pairs
+        chosen_logps, rejected_logps = _policy_logps(policy, task.train_prompts[index], task.chosen[index], task.rejected[index])
+        losses = loss_fn(
+            chosen_logps, rejected_logps, task.reference_chosen_logps[index], task.reference_rejected_logps[index], settings.beta
+        )
+        if not isinstance(losses, torch.Tensor) or losses.shape != (len(index),):
+            shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+            return ScreenResult(fitness=None, degenerate=f"loss returned {shape}, expected ({len(index)},)", path=path, **result)
+        loss = losses.float().mean()
+        if not torch.isfinite(loss):
+            return ScreenResult(fitness=None, degenerate=f"non-finite loss at step {step}", path=path, **result)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        if not torch.isfinite(grad_norm):
+            return ScreenResult(fitness=None, degenerate=f"non-finite gradient at step {step}", path=path, **result)
+        optimiser.step()
+        if step in evaluate_at:
+            kl, gain = _evaluate(task, policy, reference, settings, len(path))
+            if not (math.isfinite(kl) and math.isfinite(gain)):
+                return ScreenResult(fitness=None, degenerate=f"non-finite evaluation at step {step}", path=path, **result)
+            path.append(PathPoint(step=step, kl=kl, reward_gain=gain, train_loss=float(loss.detach())))
+        if progress is not None:
+            progress(step, settings.steps)
+    with torch.no_grad():
+        chosen_logps, rejected_logps = _policy_logps(policy, task.train_prompts, task.chosen, task.rejected)
+        margin = (chosen_logps - task.reference_chosen_logps) - (rejected_logps - task.reference_rejected_logps)
+        accuracy = float((margin > 0).float().mean())
+    fitness = fitness_at_budget([(p.kl, p.reward_gain) for p in path], settings.kl_budget)
+    return ScreenResult(
+        fitness=fitness,
+        path=path,
+        final_kl=path[-1].kl,
+        final_reward_gain=path[-1].reward_gain,
+        preference_accuracy=accuracy,
+        seconds=time.perf_counter() - started,
+        **result,
+    )

@@ -1,0 +1,1 @@
+"""The Textual TUI (issue 6)."""
