@@ -24,8 +24,10 @@ What it does not guarantee
 * Not every loss is per-pair independent: ``kto_pair``, ``aot_pair``, ``aqfl`` and ``dbaql`` use
   statistics of the whole batch (means, sorting, variance), exactly as their reference implementations do,
   so their value for one pair depends on the other pairs in the batch.
-* Numerical safety only on inputs of ordinary scale (log-ratios times beta within about +-80 in float32):
-  losses with an ``exp`` term (discopop, cell, dbaql) overflow beyond that, as TRL's and the paper's do.
+* Overflow guard, the one departure from the published formulas: the ``exp`` terms of discopop, cell and
+  dbaql clamp their exponent at 50 (TRL's and the paper's overflow to inf, then NaN, once beta times the
+  margin is below about -88 in float32). Values and gradients are unchanged wherever the exponent is
+  below 50, i.e. for every margin a real training run produces; beyond it the exponential part is flat.
 * Nothing here trains or evaluates; this is only the formulas.
 """
 
@@ -307,7 +309,7 @@ def discopop_loss(
     )
     log_ratio_modulation = torch.sigmoid(logits / tau)
     logistic_component = -F.logsigmoid(logits)
-    exp_component = torch.exp(-logits)
+    exp_component = torch.exp(torch.clamp(-logits, max=50.0))  # overflow guard, see module docstring
     return logistic_component * (1.0 - log_ratio_modulation) + exp_component * log_ratio_modulation
 
 
@@ -386,7 +388,7 @@ def cell_loss(
     """
     alpha = 0.5
     logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    exp_losses = torch.exp(-beta * logits)
+    exp_losses = torch.exp(torch.clamp(-beta * logits, max=50.0))  # overflow guard
     log_losses = -F.logsigmoid(beta * logits)
     return alpha * exp_losses + (1.0 - alpha) * log_losses
 
@@ -417,7 +419,7 @@ def dbaql_loss(
         logits_variability = torch.zeros((), dtype=logits.dtype, device=logits.device)
     dynamic_blend_coeff = torch.sigmoid(logits_variability) * dynamic_blend_rate
     logistic_loss = -F.logsigmoid(logits / temperature)
-    exp_loss = torch.exp(-logits * temperature)
+    exp_loss = torch.exp(torch.clamp(-logits * temperature, max=50.0))  # overflow guard
     return dynamic_blend_coeff * logistic_loss + (1.0 - dynamic_blend_coeff) * exp_loss
 
 
