@@ -18,7 +18,7 @@ from lossforge.config import ConfigError, RunConfig, load_config
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Discover preference-optimisation losses.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -1,4 +1,4 @@
-"""The search as a LangGraph StateGraph.
+r"""The search as a LangGraph StateGraph.
 
     START -> propose -> check --rejected--> repair -> propose      (bounded, proposers that can repair)
                           |        \--rejected--> reflect

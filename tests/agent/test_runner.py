@@ -1,0 +1,115 @@
+"""The search end to end on the tiny proxy: real SQLite archive and checkpoints, resume, lock, kill -9."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lossforge.agent.archive import Archive
+from lossforge.agent.lock import RunLock
+from lossforge.agent.runner import ConfigMismatch, run_search
+from tests.conftest import tiny_config_toml
+
+pytestmark = pytest.mark.slow
+
+
+def _events(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_a_search_evaluates_candidates_and_a_second_invocation_adds_more(tmp_path, tiny_run_config) -> None:
+    first = run_search(tmp_path, tiny_run_config)
+    assert first.evaluated == 3 and not first.resumed and first.stop_reason == "generations"
+    second = run_search(tmp_path, tiny_run_config)
+    assert second.evaluated_before == 3 and second.evaluated == 6
+    archive = Archive(tmp_path / "archive.sqlite", readonly=True)
+    evaluated = [c for c in archive.all() if c.generation is not None]
+    assert sorted(c.generation for c in evaluated) == list(range(1, 7))
+    assert all(c.fitness is not None and c.check_report["passed"] for c in evaluated)
+    assert len({c.step for c in archive.all()}) == len(archive.all())
+    assert (tmp_path / "checkpoints.sqlite").exists()
+    kinds = Counter(e["kind"] for e in _events(tmp_path))
+    assert kinds["run_started"] == 2 and kinds["evaluated"] == 6
+
+
+def test_settings_that_change_fitness_are_refused_on_resume(tmp_path, tiny_run_config) -> None:
+    run_search(tmp_path, tiny_run_config.model_copy(update={"search": tiny_run_config.search.model_copy(update={"generations": 1})}))
+    before = (tmp_path / "archive.sqlite").read_bytes()
+    changed = tiny_run_config.model_copy(deep=True)
+    changed.proxy.screen.beta = 0.5
+    with pytest.raises(ConfigMismatch, match="proxy.screen.beta: 0.1 in the run directory, 0.5 now"):
+        run_search(tmp_path, changed)
+    assert (tmp_path / "archive.sqlite").read_bytes() == before
+
+
+def test_a_stop_request_ends_the_search_after_the_current_step(tmp_path, tiny_run_config) -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "evaluated":
+            stop.set()
+
+    summary = run_search(tmp_path, tiny_run_config, on_event=on_event, stop_event=stop)
+    assert summary.stop_reason == "stop requested" and summary.evaluated == 1
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lossforge.cli", *args]
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path, cache_dir) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_config_toml(cache_dir))
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir):
+        done = subprocess.run(_cli("run", "--run-dir", str(run_dir), "--config", str(config)), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3
+    assert "is in use by process" in done.stderr and str(os.getpid()) in done.stderr
+    assert not (run_dir / "archive.sqlite").exists()
+
+
+def test_kill_9_during_a_screen_then_resume_loses_nothing_and_evaluates_nothing_twice(tmp_path, cache_dir) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_config_toml(cache_dir, generations=6))
+    run_dir = tmp_path / "run"
+    command = _cli("run", "--run-dir", str(run_dir), "--config", str(config), "--jsonl", "--quiet")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    evaluated = 0
+    deadline = time.time() + 300
+    try:
+        for line in process.stdout:
+            event = json.loads(line)
+            evaluated += event["kind"] == "evaluated"
+            if evaluated >= 2 and event["kind"] == "screen_started":
+                break
+            assert time.time() < deadline, "the search made no progress"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    before = {c.id: (c.fitness, c.generation) for c in Archive(run_dir / "archive.sqlite", readonly=True).all() if c.fitness is not None}
+    assert len(before) >= 2
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    events = _events(run_dir)
+    assert any(e["kind"] == "run_resumed" and e["target"] == 6 for e in events)
+
+    archive = Archive(run_dir / "archive.sqlite", readonly=True)
+    assert archive.count_evaluated() == 6
+    for candidate_id, (fitness, generation) in before.items():
+        after = archive.get(candidate_id)
+        assert (after.fitness, after.generation) == (fitness, generation)
+    finished = Counter(e["candidate_id"] for e in events if e["kind"] == "evaluated")
+    assert finished and max(finished.values()) == 1, f"a candidate was evaluated twice: {finished}"
+    assert sorted(c.generation for c in archive.all() if c.generation is not None) == list(range(1, 7))
