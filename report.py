@@ -20,7 +20,7 @@ from lossforge.sandbox.protocol import Sandbox, SandboxError  # noqa: E402
 from lossforge.trainer.curves import loss_curve  # noqa: E402
 from lossforge.trainer.losses import library_code  # noqa: E402
 
-RHOS = [x / 10 for x in range(-100, 101, 2)]
+RHOS = [x / 20 for x in range(-80, 81)]  # rho in [-4, 4]: where training margins live
 
 
 def _best_so_far(candidates: list[Candidate]) -> tuple[list[int], list[float]]:
@@ -51,6 +51,17 @@ def plot_best(candidates: list[Candidate], path: Path) -> None:
     plt.close(fig)
 
 
+def _limits(series: list[list[float]], curves: dict[str, dict[str, list[float]]]) -> tuple[float, float]:
+    """y-limits that show every curve on |rho| <= 2 (exponential tails beyond would flatten the rest)."""
+    rhos = next(iter(curves.values()))["rho"] if curves else []
+    inner = [v for values in series for rho, v in zip(rhos, values) if abs(rho) <= 2 and math.isfinite(v)]
+    if not inner:
+        return -1.0, 1.0
+    low, high = min(inner), max(inner)
+    pad = 0.15 * max(high - low, 0.5)
+    return low - pad, high + pad
+
+
 def plot_shapes(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for i, (name, curve) in enumerate(curves.items()):
@@ -62,7 +73,8 @@ def plot_shapes(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     for ax in (left, right):
         ax.set_xlabel("rho = beta * (log-ratio margin)")
         ax.grid(alpha=0.3)
-    left.set_ylim(bottom=min(-0.5, left.get_ylim()[0]), top=min(left.get_ylim()[1], 12))
+    left.set_ylim(*_limits([c["value"] for c in curves.values()], curves))
+    right.set_ylim(*_limits([c["derivative"] for c in curves.values()], curves))
     left.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
