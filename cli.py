@@ -267,6 +267,7 @@ def bench_proxy(
     seed: int = typer.Option(0, "--seed"),
     loss: str = typer.Option("dpo", "--loss"),
     config: Optional[Path] = typer.Option(None, "--config"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="An empty directory times the world build too."),
 ) -> None:
     """Seconds per candidate on the proxy (one beta, one seed), and the one-off world build."""
     from lossforge.trainer.losses import LIBRARY
@@ -274,7 +275,7 @@ def bench_proxy(
 
     if loss not in LIBRARY:
         _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
-    settings = _config(config, {})
+    settings = _config(config, {"cache_dir": str(cache_dir) if cache_dir else None})
     _print_json(run_bench(settings.proxy, seed, settings.resolved_cache_dir(), repeats=repeats, loss=loss))
 
 

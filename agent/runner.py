@@ -156,7 +156,7 @@ def run_search(
                 graph_input.update(step=0, repair_attempts=0, repair_of=None)
             events.write(make_event("run_started", evaluated=evaluated_before, target=target, proposer=proposer_name))
 
-        for chunk in graph.stream(graph_input, thread, stream_mode="custom"):
+        for chunk in graph.stream(graph_input, thread, stream_mode="custom", durability="sync"):
             events.write(chunk)
 
         final = graph.get_state(thread).values

@@ -113,3 +113,5 @@ def test_kill_9_during_a_screen_then_resume_loses_nothing_and_evaluates_nothing_
     finished = Counter(e["candidate_id"] for e in events if e["kind"] == "evaluated")
     assert finished and max(finished.values()) == 1, f"a candidate was evaluated twice: {finished}"
     assert sorted(c.generation for c in archive.all() if c.generation is not None) == list(range(1, 7))
+    # the candidate whose screen was killed was screened again, not left behind
+    assert {c.status for c in archive.all()} <= {"evaluated", "degenerate", "rejected", "duplicate", "failed"}
