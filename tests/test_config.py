@@ -1,0 +1,46 @@
+"""The configuration: TOML validated by pydantic, with errors that name the key and what to do."""
+from __future__ import annotations
+
+import pytest
+
+from lossforge.config import ConfigError, load_config
+
+
+def test_defaults_need_no_file() -> None:
+    config = load_config()
+    assert config.search.generations == 20 and config.proposer.kind == "evolution"
+    assert config.proxy.screen.beta == 0.1
+
+
+def test_a_file_and_overrides_combine(tmp_path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("[search]\ngenerations = 7\nseed = 3\n[proxy.screen]\nbeta = 0.05\n")
+    config = load_config(path, {"search.generations": 9, "search.seed": None})
+    assert config.search.generations == 9  # the override wins
+    assert config.search.seed == 3  # None means "not given"
+    assert config.proxy.screen.beta == 0.05
+
+
+def test_unknown_keys_and_wrong_types_are_all_listed(tmp_path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[search]\ngeneratoins = 7\nseed = 'three'\n[proxy.screen]\nbeta = -1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "unknown key 'search.generatoins'" in message
+    assert "search.seed" in message and "proxy.screen.beta" in message
+
+
+def test_missing_file_and_bad_toml_are_clear(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[search\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+
+
+def test_unknown_proposer_kind_is_refused() -> None:
+    with pytest.raises(ConfigError, match="proposer.kind"):
+        load_config(overrides={"proposer.kind": "oracle"})
