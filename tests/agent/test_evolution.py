@@ -28,21 +28,7 @@ from lossforge.agent.proposer import ArchiveView, Proposal, ProposalContext, Pro
 N_SEEDS = len(E.SEEDS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: OpenMP threads only cost time (2x on a busy machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _exec(code: str) -> types.FunctionType:
-    ns: dict = {}
-    exec(compile(code, "<candidate>", "exec"), ns)
-    fns = [v for v in ns.values() if isinstance(v, types.FunctionType)]
-    assert len(fns) == 1
-    return fns[0]
+from tests.support import exec_candidate as _exec, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def local_validity(code: str, beta: float = 0.1, n: int = 128, seed: int = 0) -> str | None:

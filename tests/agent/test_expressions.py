@@ -20,21 +20,7 @@ from lossforge.agent import expressions as E
 from lossforge.trainer.losses import LIBRARY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: OpenMP threads only cost time (2x on a busy machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _exec(code: str) -> types.FunctionType:
-    ns: dict = {}
-    exec(compile(code, "<candidate>", "exec"), ns)
-    fns = [v for v in ns.values() if isinstance(v, types.FunctionType)]
-    assert len(fns) == 1
-    return fns[0]
+from tests.support import exec_candidate as _exec, one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def _logps(batch: int, seed: int, dtype=torch.float64, scale: float = 45.0) -> list[torch.Tensor]:
