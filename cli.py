@@ -260,6 +260,28 @@ def export(
         err.print(f"wrote {out}")
 
 
+@app.command()
+def tui(
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Start (or resume) a search here and show it."),
+    attach: Optional[Path] = typer.Option(None, "--attach", help="Watch a run started elsewhere, read-only."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration (with --run-dir)."),
+    generations: Optional[int] = typer.Option(None, "--generations", help="Evaluated candidates to add."),
+) -> None:
+    """The terminal UI: watch the agent think, see every candidate, steer the search."""
+    if (run_dir is None) == (attach is None):
+        _fail("give exactly one of --run-dir DIR (start a search) or --attach DIR (watch one)")
+    try:
+        from lossforge.tui.app import LossforgeApp
+    except ImportError as error:
+        _fail(f"the TUI needs the 'tui' extra: ./scripts/setup.sh tui ({error})")
+    if attach is not None:
+        if not (attach / "archive.sqlite").exists() and not (attach / "events.jsonl").exists():
+            _fail(f"nothing to attach to in {attach}: no archive.sqlite or events.jsonl")
+        LossforgeApp(attach, config=_config(config, {}), attach=True).run()
+        return
+    LossforgeApp(run_dir, config=_config(config, {"search.generations": generations})).run()
+
+
 @bench_app.command("proxy")
 def bench_proxy(
     as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),

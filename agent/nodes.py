@@ -27,6 +27,11 @@ from lossforge.sandbox.protocol import Sandbox, SandboxError
 from lossforge.trainer.proxy.api import screen_with_settings
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 def code_hash(code: str) -> str:
     """Hash of the code with blank lines and trailing spaces ignored."""
     normalised = "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
@@ -44,6 +49,17 @@ class SearchNodes:
     proposer_name: str = "evolution"
     deadline: float | None = None  # time.time() after which the search stops (this process only)
     stop_requested: threading.Event = field(default_factory=threading.Event)
+    running: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared = paused
+
+    def wait_while_paused(self) -> None:
+        """Block between steps while paused (the TUI's pause); a stop request ends the wait."""
+        if self.running.is_set():
+            return
+        emit("paused")
+        while not self.running.wait(timeout=0.2):
+            if self.stop_requested.is_set():
+                return
+        emit("resumed")
 
     @property
     def beta(self) -> float:
@@ -51,6 +67,7 @@ class SearchNodes:
 
     # -- nodes ---------------------------------------------------------------------------------
     def propose(self, state: SearchState) -> dict[str, Any]:
+        self.wait_while_paused()
         step = state.get("step", 0)
         context = build_context(self.archive, step, self.config.search.seed, self.beta)
         repair_of = state.get("repair_of")

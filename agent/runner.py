@@ -95,9 +95,14 @@ def run_search(
     proposer: Proposer | None = None,
     sandbox: Sandbox | None = None,
     stop_event: threading.Event | None = None,
+    running_event: threading.Event | None = None,
     handle_signals: bool = False,
 ) -> RunSummary:
-    """Run (or resume) the search in `run_dir` until a stopping rule fires. See the module docstring."""
+    """Run (or resume) the search in `run_dir` until a stopping rule fires. See the module docstring.
+
+    `stop_event` set: stop after the current step. `running_event` cleared: pause before the next
+    proposal until it is set again (the TUI's controls).
+    """
     run_dir = Path(run_dir)
     started = time.time()
     with ExitStack() as stack:
@@ -134,6 +139,8 @@ def run_search(
             deadline=None if config.search.max_minutes is None else started + 60 * config.search.max_minutes,
             stop_requested=stop_event or threading.Event(),
         )
+        if running_event is not None:
+            nodes.running = running_event
         if handle_signals and threading.current_thread() is threading.main_thread():
             _install_signal_handlers(nodes.stop_requested, stack)
 

@@ -1,0 +1,342 @@
+"""`lossforge tui`: watch the agent think, see every candidate, steer the search.
+
+Two modes. *Run*: the app starts a search in a worker thread (`run_search`) and receives its events as
+messages; controls pause, stop, hint, pin, exclude and export act on it. *Attach*: the app follows a
+run started elsewhere (a cron job) by tailing its `events.jsonl` and reading its archive read-only; it
+never writes to that run. Nothing blocks the UI: the search, the loss-curve sampling and the archive
+reads happen off the event loop or in small steps, and the UI changes only through messages.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header
+
+from lossforge.agent.archive import Archive, Candidate
+from lossforge.agent.events import read_events
+from lossforge.agent.steering import add_hint, toggle
+from lossforge.config import RunConfig
+from lossforge.tui.messages import SearchEvent, SearchFinished
+from lossforge.tui.screens import ConfirmStop, HintInput
+from lossforge.tui.widgets.candidates import CandidatesTable
+from lossforge.tui.widgets.detail import CandidateDetail, LossPlot
+from lossforge.tui.widgets.logs import EventLog, ReasoningView
+from lossforge.tui.widgets.progress import BestChart, Budgets
+
+REFRESH_KINDS = {"proposal", "checking", "check", "duplicate", "screen_started", "evaluated", "reflection", "run_stopped", "error"}
+
+
+class LossforgeApp(App):
+    TITLE = "lossforge"
+    CSS = """
+    #left { width: 2fr; }
+    #right { width: 3fr; }
+    #charts { height: 10; }
+    #charts BestChart { width: 1fr; }
+    #charts Budgets { width: 28; }
+    CandidatesTable { border: round $primary; }
+    /* below 120 columns: the table above the selected candidate, reasoning/charts/events hidden */
+    Screen.narrow #main { layout: vertical; }
+    Screen.narrow #left, Screen.narrow #right { width: 1fr; }
+    Screen.narrow ReasoningView, Screen.narrow #charts, Screen.narrow EventLog { display: none; }
+    Screen.narrow LossPlot { height: 8; }
+    """
+    NARROW = 120
+    BINDINGS = [
+        Binding("q", "quit_app", "Quit"),
+        Binding("p", "pause", "Pause/resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("h", "hint", "Hint"),
+        Binding("i", "pin", "Pin"),
+        Binding("x", "exclude", "Exclude"),
+        Binding("e", "export", "Export"),
+        Binding("o", "sort", "Sort"),
+        Binding("t", "toggle_theme", "Theme"),
+    ]
+
+    def __init__(self, run_dir: Path, config: RunConfig | None = None, attach: bool = False, proposer: Any = None) -> None:
+        super().__init__()
+        self.proposer = proposer  # None: the configured proposer
+        self.run_dir = Path(run_dir)
+        self.config = config or RunConfig()
+        self.attach = attach
+        self.stop_event = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
+        self.archive: Archive | None = None
+        self.candidates: dict[int, Candidate] = {}
+        self.target: int | None = None
+        self.finished: dict[str, Any] | None = None
+        self._events_offset = 0
+        self._dirty = False
+        self._curves: dict[int, dict] = {}
+        self._dpo_curve: dict | None = None
+        self._shown_id: int | None = None
+        # Sandboxes start their worker server here, before Textual replaces stdout/stderr (a server
+        # started later would inherit the replaced streams' invalid file descriptors).
+        from lossforge.agent.runner import default_sandbox
+        from lossforge.sandbox.process import ProcessSandbox
+
+        self._sandbox = ProcessSandbox(timeout=20)
+        self._sandbox.warm()
+        self._search_sandbox = None if attach else default_sandbox(self.config)
+
+    # -- layout --------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield CandidatesTable(id="candidates")
+                yield ReasoningView(id="reasoning")
+            with Vertical(id="right"):
+                yield CandidateDetail(id="detail")
+                with Horizontal(id="charts"):
+                    yield BestChart(id="best")
+                    yield Budgets(id="budgets")
+                yield EventLog(id="events")
+        yield Footer()
+
+    def on_resize(self, event) -> None:
+        self.screen.set_class(event.size.width < self.NARROW, "narrow")
+
+    def on_mount(self) -> None:
+        self.screen.set_class(self.size.width < self.NARROW, "narrow")
+        self.sub_title = f"{'attached to' if self.attach else 'running'} {self.run_dir}"
+        self.query_one(CandidatesTable).border_title = "candidates"
+        if self.attach:
+            self.set_interval(0.5, self._follow)
+            self._follow()
+        else:
+            self._run_search()
+        self.set_interval(0.3, self._refresh_if_dirty)
+
+    # -- sources -------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="search")
+    def _run_search(self) -> None:
+        from lossforge.agent.runner import run_search
+
+        try:
+            summary = run_search(
+                self.run_dir,
+                self.config,
+                on_event=lambda event: self.post_message(SearchEvent(event)),
+                stop_event=self.stop_event,
+                running_event=self.running,
+                sandbox=self._search_sandbox,
+                proposer=self.proposer,
+            )
+        except Exception as error:  # shown to the user; the run's state is in its checkpoints
+            self.post_message(SearchFinished(None, f"{type(error).__name__}: {error}"))
+        else:
+            self.post_message(SearchFinished(summary.__dict__))
+
+    def _follow(self) -> None:
+        events, self._events_offset = read_events(self.run_dir / "events.jsonl", self._events_offset)
+        for event in events:
+            self._handle(event)
+        if self.archive is None and not events:
+            self._dirty = True  # the archive may exist before any new event
+
+    # -- events --------------------------------------------------------------------------------
+    def on_search_event(self, message: SearchEvent) -> None:
+        self._handle(message.event)
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        kind = event.get("kind")
+        log = self.query_one(EventLog)
+        reasoning = self.query_one(ReasoningView)
+        budgets = self.query_one(Budgets)
+        if kind in ("run_started", "run_resumed"):
+            self.target = event.get("target")
+            log.write(f"{'resumed' if kind == 'run_resumed' else 'started'}: {event.get('evaluated')} evaluated, target {self.target}")
+        elif kind == "preparing":
+            log.write(event.get("message", ""))
+        elif kind == "token":
+            reasoning.stream(event.get("text", ""))
+        elif kind == "proposal":
+            parents = ", ".join(f"#{p}" for p in event.get("parent_ids") or [])
+            reasoning.add(f"**#{event['candidate_id']} {event['name']}** ({event.get('operator') or 'proposal'}{'; parents ' + parents if parents else ''})\n\n{event.get('thought') or ''}")
+            budgets.set_activity(f"checking #{event['candidate_id']}")
+        elif kind == "reflection":
+            reasoning.add(f"> _reflection on #{event['candidate_id']}:_ {event.get('text', '')}")
+        elif kind == "check" and not event.get("passed"):
+            log.write(f"[yellow]rejected[/] #{event['candidate_id']} {event['name']}: {event.get('summary', '')}")
+        elif kind == "duplicate":
+            log.write(f"[dim]duplicate[/] #{event['candidate_id']} {event['name']} behaves like #{event['duplicate_of']}")
+        elif kind == "screen_started":
+            budgets.set_activity(f"screening #{event['candidate_id']} on the proxy...")
+        elif kind == "evaluated":
+            fitness = event.get("fitness")
+            shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event.get('status')}[/] {event.get('error')}"
+            log.write(f"#{event['candidate_id']} {event['name']}: {shown}")
+            budgets.set_activity("")
+        elif kind == "error":
+            log.write(f"[red]error[/] {event.get('message')}")
+        elif kind == "paused":
+            log.write("[b]paused[/] (p to resume)")
+        elif kind == "resumed":
+            log.write("resumed")
+        elif kind == "run_stopped":
+            self.finished = event
+            log.write(f"[b]stopped[/] ({event.get('stop_reason')}): {event.get('evaluated')} evaluated")
+            budgets.set_activity(f"stopped: {event.get('stop_reason')}")
+        if kind in REFRESH_KINDS:
+            self._dirty = True
+
+    def on_search_finished(self, message: SearchFinished) -> None:
+        if message.error:
+            self.query_one(EventLog).write(f"[red]search failed:[/] {message.error}")
+            self.notify(message.error, severity="error", timeout=10)
+        self._dirty = True
+
+    # -- archive -> widgets ----------------------------------------------------------------------
+    def _open_archive(self) -> Archive | None:
+        if self.archive is None and (self.run_dir / "archive.sqlite").exists():
+            self.archive = Archive(self.run_dir / "archive.sqlite", readonly=True)
+        return self.archive
+
+    def _refresh_if_dirty(self) -> None:
+        if not self._dirty or self._open_archive() is None:
+            return
+        self._dirty = False
+        candidates = self.archive.all()
+        self.candidates = {c.id: c for c in candidates}
+        table = self.query_one(CandidatesTable)
+        table.update_rows(candidates)
+        self.query_one(BestChart).show(candidates)
+        evaluated = sum(1 for c in candidates if c.generation is not None)
+        self.query_one(Budgets).set_generations(evaluated, self.target)
+        self._show_selected()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        candidate_id = self.query_one(CandidatesTable).selected_id()
+        if candidate_id is None or candidate_id not in self.candidates:
+            return
+        candidate = self.candidates[candidate_id]
+        self.query_one(CandidateDetail).show(candidate)
+        if candidate_id != self._shown_id:
+            self._shown_id = candidate_id
+            self._plot(candidate_id, candidate.name, candidate.code)
+
+    @work(thread=True, exclusive=True, group="plot")
+    def _plot(self, candidate_id: int, name: str, code: str) -> None:
+        """Sample the loss curve in the sandbox (candidate code never runs in the UI's process)."""
+        from lossforge.report import RHOS
+        from lossforge.sandbox.protocol import SandboxError
+        from lossforge.trainer.curves import loss_curve
+        from lossforge.trainer.losses import library_code
+
+        try:
+            if self._dpo_curve is None:
+                self._dpo_curve = self._sandbox.run(library_code("dpo"), loss_curve, self.config.proxy.screen.beta, RHOS, timeout=20)
+            if candidate_id not in self._curves and code:
+                self._curves[candidate_id] = self._sandbox.run(code, loss_curve, self.config.proxy.screen.beta, RHOS, timeout=20)
+        except SandboxError:
+            self._curves[candidate_id] = None
+        self.call_from_thread(self.query_one(LossPlot).show, name, self._curves.get(candidate_id), self._dpo_curve)
+
+    # -- controls ------------------------------------------------------------------------------
+    def _controls_allowed(self) -> bool:
+        if self.attach:
+            self.notify("attached: this view only watches the run (start it with `lossforge tui --run-dir` to steer)", severity="warning")
+            return False
+        return True
+
+    def action_pause(self) -> None:
+        if not self._controls_allowed():
+            return
+        if self.running.is_set():
+            self.running.clear()
+            self.notify("pausing after the current step")
+        else:
+            self.running.set()
+            self.notify("resumed")
+
+    def action_stop(self) -> None:
+        if not self._controls_allowed():
+            return
+
+        def decided(confirmed: bool | None) -> None:
+            if confirmed:
+                self.stop_event.set()
+                self.running.set()
+                self.notify("stopping after the current step; the state is saved")
+
+        self.push_screen(ConfirmStop(), decided)
+
+    def action_hint(self) -> None:
+        if not self._controls_allowed():
+            return
+
+        def send(text: str | None) -> None:
+            if text:
+                self._with_writer(lambda archive: add_hint(archive, text))
+                self.query_one(EventLog).write(f"hint sent: {text}")
+
+        self.push_screen(HintInput(), send)
+
+    def _with_writer(self, action) -> Any:
+        writer = Archive(self.run_dir / "archive.sqlite")
+        try:
+            return action(writer)
+        finally:
+            writer.close()
+
+    def _toggle(self, kind: str) -> None:
+        if not self._controls_allowed():
+            return
+        candidate_id = self.query_one(CandidatesTable).selected_id()
+        if candidate_id is None:
+            return
+        state = self._with_writer(lambda archive: toggle(archive, candidate_id, kind))
+        verb = {"pinned": ("pinned as a parent", "unpinned"), "excluded": ("excluded as a parent", "no longer excluded")}[kind]
+        self.query_one(EventLog).write(f"#{candidate_id} {verb[0] if state else verb[1]}")
+
+    def action_pin(self) -> None:
+        self._toggle("pinned")
+
+    def action_exclude(self) -> None:
+        self._toggle("excluded")
+
+    def action_export(self) -> None:
+        from lossforge.export import render_export
+
+        candidate_id = self.query_one(CandidatesTable).selected_id()
+        if candidate_id is None or candidate_id not in self.candidates:
+            return
+        candidate = self.candidates[candidate_id]
+        out = self.run_dir / "exports" / f"{candidate.id}_{candidate.name}.py"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_export(candidate, self.run_dir))
+        self.query_one(EventLog).write(f"exported #{candidate.id} to {out}")
+        self.notify(f"exported to {out}")
+
+    def action_sort(self) -> None:
+        column = self.query_one(CandidatesTable).cycle_sort()
+        self.notify(f"sorted by {column}")
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_quit_app(self) -> None:
+        self.stop_event.set()
+        self.running.set()
+        if not self.attach and self.finished is None:
+            self.notify("stopping after the current step...")
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self._sandbox.close()
+        if self._search_sandbox is not None:
+            self._search_sandbox.close()
+        if self.archive is not None:
+            self.archive.close()
