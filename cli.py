@@ -282,6 +282,30 @@ def tui(
     LossforgeApp(run_dir, config=_config(config, {"search.generations": generations})).run()
 
 
+@app.command()
+def mcp(
+    http: Optional[str] = typer.Option(
+        None, "--http", metavar="HOST:PORT", help="Serve streamable HTTP at http://HOST:PORT/mcp (bearer token required) instead of stdio."
+    ),
+    token_env: str = typer.Option("LOSSFORGE_MCP_TOKEN", "--token-env", help="Environment variable holding the HTTP bearer token."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A lossforge run TOML ([proxy.*], [sandbox], cache_dir)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
+) -> None:
+    """Serve lossforge's tools (check, screen, compare, plot, archive, propose) over MCP; stdio by default."""
+    try:
+        from lossforge.tools.mcp_server import main as mcp_main
+    except ImportError as error:
+        _fail(f"the MCP server needs the 'mcp' extra: ./scripts/setup.sh mcp ({error})")
+    argv = ["--token-env", token_env]
+    if http:
+        argv += ["--http", http]
+    if config:
+        argv += ["--config", str(config)]
+    if cache_dir:
+        argv += ["--cache-dir", str(cache_dir)]
+    raise typer.Exit(mcp_main(argv))
+
+
 @bench_app.command("proxy")
 def bench_proxy(
     as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
