@@ -306,6 +306,31 @@ def mcp(
     raise typer.Exit(mcp_main(argv))
 
 
+@app.command()
+def train(
+    loss: Path = typer.Option(..., "--loss", help="A Python file defining one loss function."),
+    config: Path = typer.Option(..., "--config", help="Job TOML: JobConfig keys, at the top level or under [job]."),
+) -> None:
+    """DPO-train a model with a candidate loss (TRL) and print the job's result as JSON."""
+    try:
+        from lossforge.trainer.bench_train import train_command
+    except ImportError as error:
+        _fail(f"training needs the 'gpu' extra (trl, accelerate, datasets): ./scripts/setup.sh gpu ({error})")
+    raise typer.Exit(train_command(loss, config))
+
+
+@bench_app.command("train")
+def bench_train(
+    steps: int = typer.Option(20, "--steps", min=1),
+    repeats: int = typer.Option(3, "--repeats", min=1),
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
+) -> None:
+    """Steps/s and tokens/s of the candidate-loss trainer against TRL's sigmoid, and the reference-cache saving."""
+    from lossforge.trainer.bench_train import bench_train as run_bench
+
+    _print_json(run_bench(steps=steps, repeats=repeats))
+
+
 @bench_app.command("proxy")
 def bench_proxy(
     as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
