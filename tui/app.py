@@ -171,10 +171,12 @@ class LossforgeApp(App):
             log.write(f"[dim]duplicate[/] #{event['candidate_id']} {event['name']} behaves like #{event['duplicate_of']}")
         elif kind == "screen_started":
             budgets.set_activity(f"screening #{event['candidate_id']} on the proxy...")
+            budgets.start_screen(self._typical_screen_seconds())
         elif kind == "evaluated":
             fitness = event.get("fitness")
             shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event.get('status')}[/] {event.get('error')}"
             log.write(f"#{event['candidate_id']} {event['name']}: {shown}")
+            budgets.end_screen()
             budgets.set_activity("")
         elif kind == "error":
             log.write(f"[red]error[/] {event.get('message')}")
@@ -185,6 +187,7 @@ class LossforgeApp(App):
         elif kind == "run_stopped":
             self.finished = event
             log.write(f"[b]stopped[/] ({event.get('stop_reason')}): {event.get('evaluated')} evaluated")
+            budgets.end_screen()
             budgets.set_activity(f"stopped: {event.get('stop_reason')}")
         if kind in REFRESH_KINDS:
             self._dirty = True
@@ -194,6 +197,13 @@ class LossforgeApp(App):
             self.query_one(EventLog).write(f"[red]search failed:[/] {message.error}")
             self.notify(message.error, severity="error", timeout=10)
         self._dirty = True
+
+    def _typical_screen_seconds(self) -> float | None:
+        """Median screen time of this run's evaluated candidates (the screen reports no steps from its sandbox)."""
+        import statistics
+
+        times = [c.timings.get("screen") for c in self.candidates.values() if c.timings.get("screen")]
+        return statistics.median(times) if times else None
 
     # -- archive -> widgets ----------------------------------------------------------------------
     def _open_archive(self) -> Archive | None:

@@ -39,6 +39,38 @@ class Budgets(Vertical):
         yield ProgressBar(total=None, show_eta=False, id="budget-generations")
         yield Label("", id="budget-extra")
         yield Label("", id="screen-progress")
+        yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="screen-bar")
+
+    def on_mount(self) -> None:
+        self._screen_started: float | None = None
+        self._typical: float | None = None
+        self.query_one("#screen-bar", ProgressBar).display = False
+        self.set_interval(0.5, self._tick)
+
+    def start_screen(self, typical_seconds: float | None) -> None:
+        """A screen began: show elapsed time against the typical screen time of this run."""
+        import time
+
+        self._screen_started, self._typical = time.monotonic(), typical_seconds
+        bar = self.query_one("#screen-bar", ProgressBar)
+        bar.update(total=typical_seconds, progress=0)
+        bar.display = True
+
+    def end_screen(self) -> None:
+        self._screen_started = None
+        self.query_one("#screen-bar", ProgressBar).display = False
+
+    def _tick(self) -> None:
+        if self._screen_started is None:
+            return
+        import time
+
+        elapsed = time.monotonic() - self._screen_started
+        bar = self.query_one("#screen-bar", ProgressBar)
+        if self._typical:
+            bar.update(progress=min(elapsed, self._typical * 0.99))
+        typical = f" (typically {self._typical:.0f}s)" if self._typical else ""
+        self.query_one("#screen-progress", Label).update(f"screening {elapsed:.0f}s{typical}")
 
     def set_generations(self, done: int, target: int | None) -> None:
         bar = self.query_one("#budget-generations", ProgressBar)
