@@ -331,6 +331,61 @@ def bench_train(
     _print_json(run_bench(steps=steps, repeats=repeats))
 
 
+@app.command()
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    start: bool = typer.Option(True, "--start/--no-start", help="Start a sandbox to measure the layers in effect (seconds)."),
+) -> None:
+    """The sandbox's isolation layers on this host (bubblewrap, namespaces, user switch) and how to get missing ones.
+
+    Exit 1 when there is no namespace layer (backend "none") or the sandbox could not start."""
+    from rich.table import Table
+
+    from lossforge.sandbox.isolation import doctor as run_doctor
+
+    report = run_doctor(start=start)
+    if as_json:
+        _print_json(report)
+    else:
+        out, host = Console(highlight=False), report["host"]
+        out.print(
+            f"[bold]backend[/] {report.get('backend')}  root {host['running_as_root']}  "
+            f"bubblewrap {host['bubblewrap'] or 'not installed'} (works {host['bubblewrap_works']})  "
+            f"unshare {host['unshare_works']}  user namespaces {host['user_namespaces_allowed']}"
+        )
+        table = Table("layer", "in effect")
+        for name, value in report.get("layers", {}).items():
+            table.add_row(name, "[red]absent[/]" if value is False else "[green]yes[/]" if value is True else str(value))
+        out.print(table)
+        for what, why in report.get("problems", {}).items():
+            out.print(f"[yellow]{what}[/]: {why}")
+        for hint in report.get("hints", []):
+            out.print(f"[dim]hint:[/] {hint}")
+    if report.get("backend") in (None, "none") or "error" in report.get("layers", {}):
+        raise typer.Exit(1)
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
+    n: int = typer.Option(50, "--n", min=1, help="Sandboxed checks to time."),
+    naive: Optional[int] = typer.Option(None, "--naive", min=0, help="Fresh `python -c` checks to time (default max(3, min(n, 10)); 0 skips)."),
+    loss: str = typer.Option("dpo", "--loss"),
+    isolation: str = typer.Option("auto", "--isolation", help="auto, bwrap, unshare or none."),
+) -> None:
+    """Checks per second and p50/p95 latency of full sandboxed checks, next to a naive fresh `python -c` per check."""
+    from lossforge.sandbox.bench import bench_sandbox as run_bench
+    from lossforge.sandbox.protocol import SandboxError
+    from lossforge.trainer.losses import LIBRARY
+
+    if loss not in LIBRARY:
+        _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
+    try:
+        _print_json(run_bench(n, naive_n=naive, loss=loss, isolation=isolation))
+    except (ValueError, SandboxError) as error:
+        _fail(str(error))
+
+
 @bench_app.command("proxy")
 def bench_proxy(
     as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),

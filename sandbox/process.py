@@ -1,235 +1,384 @@
-"""``ProcessSandbox``: checks and runs candidate losses in a fresh, limited child process per call.
+"""``ProcessSandbox``: checks and runs candidate losses in a fresh, isolated, limited child per call.
 
 How it works
 ------------
-A multiprocessing "forkserver" context whose server preloads ``torch`` and
-``lossforge.sandbox.checks`` (``set_forkserver_preload``, set once per process before the server
-starts). Every ``check``/``run`` forks a fresh child from that warm server, so a call costs a fork and
-the work itself, not a Python + torch start-up (seconds). The child:
+A warm worker server (``lossforge.sandbox.server``; one per process and view, shared by every
+``ProcessSandbox`` that needs the same view, started on first use: ~2 s to import torch) runs inside the
+isolation this host allows (``lossforge.sandbox.isolation``: bubblewrap, else ``unshare(2)``, else a
+plain process), with a clean environment. Every ``check``/``run`` sends it a job over a pipe; it forks
+one child per job, so a call costs a fork and the work, not a Python + torch start-up. Layers, each
+independent of the policy (RestrictedPython) that the child also applies to the candidate:
 
-1. ``os.setsid()``: its own session and process group, so a hard kill takes any descendants too;
-2. scrubs ``os.environ`` of variables whose names look like secrets (``SECRET_PATTERN``: ``*KEY*``,
-   ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, ``*PASSWD*``, ``*CREDENTIAL*``, ``*AUTH*``);
-3. points stdin/stdout/stderr at ``/dev/null`` (results and tracebacks come back through the pipe);
-4. sets resource limits: ``RLIMIT_AS`` = ``memory_mb`` (if not None), ``RLIMIT_CPU`` a little above the
-   wall-clock timeout (times the thread count for ``run``), ``RLIMIT_FSIZE`` = 0 (no file writes),
-   ``RLIMIT_CORE`` = 0, ``RLIMIT_NOFILE`` = 64 (or just above the descriptors already open), and, when
-   not running as root, ``RLIMIT_NPROC`` = 0 for checks (no new processes or threads: the checks run on
-   one thread; root ignores the limit, and ``run`` tasks may need threads, so they do not get it);
-5. ``torch.set_num_threads(1)`` for checks;
-6. runs ``run_checks`` (``check``) or ``task(loss_fn, *args)`` (``run``) and sends the outcome back
-   through a ``Pipe``.
+1. process: a fresh fork per job, its own session and process group, ``PR_SET_PDEATHSIG``;
+2. resource limits: address space (``memory_mb``), CPU seconds (a little above the timeout, times the
+   threads for ``run``), file size 0, no core, 64 open files, and for ``nobody`` children processes
+   (checks: none at all; tasks: the threads they need);
+3. wall clock: at ``timeout`` the child's whole process group is killed (and, once no job runs, every
+   process left in the children's PID namespace);
+4. no network: the server and its children are in a new network namespace (only ``lo``);
+5. file system: the host's file system read-only, ``/tmp``, ``/var``, ``/run``, ``/root``, ``/home``,
+   ... hidden (empty tmpfs) except the paths the server needs, which are bound back read-only; a
+   private scratch directory per job as the working directory;
+6. PID namespace: children see only their own namespace's processes (not the host's, not the server);
+7. identity: ``nobody`` (65534) with no capabilities and ``no_new_privs`` where the host allows (root);
+   a ``run`` task whose path arguments nobody cannot read gets root's file access only (fsuid 0, inside
+   the read-only view and PID namespace; see ``lossforge.sandbox.isolation``);
+8. environment: the server starts with a fixed, secret-free environment; children also drop
+   secret-like names (``SECRET_PATTERN``);
+9. results: the host unpickles child output with a restricted unpickler (``lossforge.sandbox.wire``)
+   and at most ``max_result_mb`` of it, so even a child that escaped the policy cannot run code in the
+   caller.
 
-The parent waits with a wall-clock timeout on the pipe and the child's sentinel. On timeout it kills the
-child's whole process group (``os.killpg(pid, SIGKILL)``); a child that dies without answering
-(segfault, ``os._exit``, SIGKILL, out of memory) is a crash.
+``layers()`` says which of these are in effect on this host (measured inside the server); ``doctor()``
+in ``lossforge.sandbox.isolation`` explains what is missing and why.
 
 What it guarantees
 ------------------
 * ``check(code, beta)`` returns a ``CheckReport`` for every candidate: the suite's report, or a report
   failing a check named "timeout" (killed at ``timeout`` seconds, or its CPU limit) or "crashed"
   (evidence gives the exit code or signal). It raises ``SandboxError(kind="error")`` only when the
-  sandbox itself cannot work (closed, the fork server cannot start).
+  sandbox itself cannot work (closed, the server cannot start).
 * ``run(code, task, *args, timeout=...)`` returns ``task``'s result or raises ``SandboxError`` with kind
-  "policy", "timeout", "crashed" or "error".
-* After a timeout or a crash the sandbox keeps working: every call gets a new child.
+  "policy", "timeout", "crashed" or "error". ``task`` is pickled by reference (a module-level function
+  chosen by the caller, imported in the server); the candidate is only ever source text. Path
+  arguments of ``run`` (absolute paths that exist, at the top level of ``args``) are made visible
+  read-only in the view (a new server the first time).
+* After a timeout or a crash the sandbox keeps working: every call gets a new child, and a server that
+  died is started again on the next call.
 * Thread-safe: calls from several threads are fine; at most ``max_concurrency`` children run at once
-  (default 1: calls are serialised). ``close()`` is idempotent and kills children still running.
+  (default 1: calls are serialised). ``close()`` is idempotent and kills this sandbox's children still
+  running (the shared server stays warm for other sandboxes of the process).
 
 What it does not guarantee
 --------------------------
-* Not a container: the child runs as the same user, sees the same file system and network. The policy
-  (no ``open``, no ``os``, no imports, RestrictedPython's guarded attribute access) is what keeps
-  candidate code from reaching them; the process boundary, the limits and the hard kill are what keep a
-  bad candidate from hanging, exhausting or crashing the caller. For hostile code use a container
-  backend.
-* The fork server itself is started from the caller's environment, so secrets stay in its initial
-  environment block (``/proc/<pid>/environ``); children only scrub ``os.environ``. Candidates cannot
-  read files, so this matters only if the policy is bypassed.
-* The fork server is shared by everything in this process that uses multiprocessing's forkserver; if it
-  was started before the first ``ProcessSandbox``, the preload is not applied and children are slower
-  (they import torch themselves); ``close()`` does not stop it.
+* Layers the host does not allow are absent (``layers()`` reports them False): without root or user
+  namespaces, and without bubblewrap, it is a process with limits, a clean environment, the policy and
+  the restricted result reader, not a container.
 * ``memory_mb`` limits address space, not resident memory; torch alone maps about 1 GB, so values below
   ~1500 make every call crash.
-* As with any forkserver/spawn use of multiprocessing, the program's main script must be import-safe
-  (``if __name__ == "__main__":``): the fork server imports it once. A program started as
-  ``python -m pkg.mod`` has ``pkg.mod`` re-imported in every child (multiprocessing's rule), which
-  adds that module's import time to every call; console scripts and ``python -m pytest`` do not.
+* Tasks defined in the program's ``__main__`` work (the server loads the main script as
+  ``__mp_main__``, as multiprocessing does), so the main script must be import-safe.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import math
-import multiprocessing
-import multiprocessing.connection
 import os
-import re
-import resource
+import pickle
 import signal
-import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any, Callable, TypeVar
 
+from lossforge.sandbox.isolation import (
+    View,
+    base_view,
+    choose_backend,
+    clean_environment,
+    nobody_can_read,
+    probe_host,
+    server_command,
+    server_sys_path,
+)
 from lossforge.sandbox.protocol import SandboxError, traceback_tail
 from lossforge.sandbox.report import CheckReport, CheckResult
+from lossforge.sandbox.server import HEADER, NOBODY, SECRET_PATTERN, read_frame, write_frame
+from lossforge.sandbox.wire import safe_loads
 
-__all__ = ["ProcessSandbox", "SECRET_PATTERN", "PRELOAD_MODULES"]
+__all__ = ["ProcessSandbox", "SECRET_PATTERN"]
 
 T = TypeVar("T")
 
-#: Environment variable names that are removed in every child.
-SECRET_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
-
-#: Modules the fork server imports once, so each child starts warm. "__main__" keeps multiprocessing's
-#: default (the caller's main module is imported once in the server, not again in every child).
-PRELOAD_MODULES = ["__main__", "torch", "lossforge.sandbox.checks", "lossforge.sandbox.process"]
-
-_PRELOAD_LOCK = threading.Lock()
-_preload_set = False
-
-
-def _forkserver_context() -> multiprocessing.context.BaseContext:
-    """The forkserver context, with the preload list set once per process (before the server starts)."""
-    global _preload_set
-    ctx = multiprocessing.get_context("forkserver")
-    with _PRELOAD_LOCK:
-        if not _preload_set:
-            ctx.set_forkserver_preload(PRELOAD_MODULES)
-            _preload_set = True
-    return ctx
+#: Seconds to wait for a new server's "hello" (it imports torch and warms the check suite).
+STARTUP_TIMEOUT = 120.0
+#: Servers with no sandbox using them that are kept warm (most recently released first).
+MAX_IDLE_SERVERS = 2
 
 
 # --------------------------------------------------------------------------------------------------
-# The child
+# One worker server
 # --------------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Limits:
-    memory_mb: int | None
-    cpu_seconds: int
-    single_thread: bool
+# Processes are started from one long-lived thread: PR_SET_PDEATHSIG (bubblewrap's --die-with-parent,
+# the server's own) fires when the *thread* that started the process exits, not only the process.
+_LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lossforge-sandbox-launcher")
 
 
-def _set_limit(which: int, value: int) -> None:
-    """Lower soft and hard limit to ``value`` (CPU: hard 2 s above, so SIGXCPU comes before SIGKILL)."""
-    _soft, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    new_hard = value
-    if which == resource.RLIMIT_CPU:
-        new_hard = value + 2 if hard == resource.RLIM_INFINITY else max(value, min(value + 2, hard))
-    try:
-        resource.setrlimit(which, (value, new_hard))
-    except (ValueError, OSError):
-        resource.setrlimit(which, (value, hard))
+def _after_fork_in_child() -> None:
+    """A forked child of the caller has none of the parent's threads: its servers (and the launcher) are
+    the parent's, so it starts its own on first use."""
+    global _LAUNCHER, _POOL_LOCK
+    _LAUNCHER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                      thread_name_prefix="lossforge-sandbox-launcher")
+    _POOL_LOCK = threading.Lock()
+    _POOL.clear()
+    _IDLE.clear()
 
 
-def _die_with_parent() -> None:
-    """SIGKILL this child when its parent, the fork server, exits (PR_SET_PDEATHSIG).
-
-    The fork server exits when the search process dies, even by kill -9, so no orphaned screen keeps
-    burning CPU after its search is gone. Linux only; elsewhere a no-op.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+os.register_at_fork(after_in_child=lambda: _after_fork_in_child())
 
 
-def _isolate(limits: _Limits) -> None:
-    """Everything the child does before it touches the candidate."""
-    try:
-        os.setsid()
-    except OSError:  # already a session leader
-        pass
-    _die_with_parent()
-    for name in list(os.environ):
-        if SECRET_PATTERN.search(name):
-            del os.environ[name]  # also unsetenv() at the C level
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    if devnull > 2:
-        os.close(devnull)
+class _Waiter:
+    __slots__ = ("event", "outcome")
 
-    if limits.memory_mb is not None:
-        _set_limit(resource.RLIMIT_AS, int(limits.memory_mb) * 1024 * 1024)
-    _set_limit(resource.RLIMIT_CPU, max(1, int(limits.cpu_seconds)))
-    _set_limit(resource.RLIMIT_FSIZE, 0)
-    _set_limit(resource.RLIMIT_CORE, 0)
-    try:
-        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    except (OSError, ValueError):
-        highest = 32
-    _set_limit(resource.RLIMIT_NOFILE, max(64, highest + 16))
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outcome: tuple[str, Any] | None = None
 
-    import torch
+    def set(self, kind: str, data: Any) -> None:
+        if self.outcome is None:
+            self.outcome = (kind, data)
+        self.event.set()
 
-    if limits.single_thread:
-        torch.set_num_threads(1)
+
+class _ServerGone(Exception):
+    """The server died before it took the job (the job never ran)."""
+
+
+class _Server:
+    """The host's handle on one worker server: start, submit jobs, kill jobs, stop."""
+
+    def __init__(self, view: View, max_result_bytes: int) -> None:
+        self.view = view
+        self.max_frame = max_result_bytes + (1 << 20)
+        self.lock = threading.Lock()
+        self.start_lock = threading.Lock()
+        self.waiters: dict[int, _Waiter] = {}
+        self.next_id = 1
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.in_w: int | None = None
+        self.facts: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.hello = threading.Event()
+        self.started = False
+        self.dead = False
+        self.death = ""
+        self.refs = 0
+        self.stderr: Any = None
+        self.nobody_ok = False
+        self.owner = os.getpid()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def ensure_started(self) -> None:
+        with self.start_lock:
+            if self.started:
+                if self.dead:
+                    raise SandboxError("error", f"the sandbox server is not running: {self.death}")
+                return
+            self.started = True
+            self._start()
+
+    def _start(self) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        setup_r, setup_w = os.pipe()
+        self.stderr = tempfile.TemporaryFile()
+        host = probe_host()
+        setup = {
+            "backend": self.view.backend, "host_pid": os.getpid(), "sys_path": server_sys_path(),
+            "hide_dirs": list(self.view.hide_dirs), "hide_files": list(self.view.hide_files),
+            "expose": list(self.view.expose), "host_ids": {k: v for k, v in host.host_ids.items()
+                                                         if k in self.view.hide_dirs},
+            "pid_namespace": self.view.backend != "none",
+        }
+        argv = server_command(self.view, (in_r, out_w, setup_r))
         try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already initialised in the server; harmless
+            self.proc = _LAUNCHER.submit(
+                subprocess.Popen, argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
+                pass_fds=(in_r, out_w, setup_r), env=clean_environment(), cwd="/", close_fds=True,
+                start_new_session=True).result()
+        except Exception as exc:  # noqa: BLE001
+            for fd in (in_r, in_w, out_r, out_w, setup_r, setup_w):
+                os.close(fd)
+            self.dead = True
+            self.death = f"could not start the sandbox server: {type(exc).__name__}: {exc}"
+            raise SandboxError("error", self.death, traceback_tail(exc)) from exc
+        for fd in (in_r, out_w, setup_r):
+            os.close(fd)
+        self.in_w = in_w
+        threading.Thread(target=self._reader, args=(out_r,), name="lossforge-sandbox-reader", daemon=True).start()
+        try:
+            write_frame(setup_w, pickle.dumps(setup))
+        except OSError:
             pass
-        if os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
-            # Per user and counting threads, so only where nothing else needs to start: one-thread checks.
-            _set_limit(resource.RLIMIT_NPROC, 0)
+        finally:
+            os.close(setup_w)
+        if not self.hello.wait(STARTUP_TIMEOUT) or self.dead or not self.facts:
+            reason = self.death or f"no answer within {STARTUP_TIMEOUT:g} s"
+            self.stop(force=True)
+            raise SandboxError("error", f"the sandbox server did not start: {reason}", self.stderr_tail())
+        if not self.facts.get("ready", False):
+            self.stop(force=True)
+            raise SandboxError("error", "the sandbox server could not warm up: " + "; ".join(self.notes),
+                               self.stderr_tail())
+        self.nobody_ok = self.facts.get("identity_switch", False) and all(
+            nobody_can_read(p, self.view) for p in self.view.expose)
 
+    def stderr_tail(self, limit: int = 2000) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - limit))
+            return self.stderr.read().decode(errors="replace")
+        except (OSError, ValueError, AttributeError):
+            return ""
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    def _reader(self, fd: int) -> None:
+        try:
+            while True:
+                message = safe_loads(read_frame(fd, self.max_frame))
+                if message[0] == "hello":
+                    _, facts, notes, ready = message
+                    self.facts = dict(facts, ready=ready)
+                    self.notes = list(notes)
+                    self.hello.set()
+                elif message[0] == "done":
+                    _, job_id, kind, data = message
+                    with self.lock:
+                        waiter = self.waiters.pop(job_id, None)
+                    if waiter is not None:
+                        waiter.set(kind, data)
+        except EOFError:
+            reason = "the sandbox server exited"
+        except Exception as exc:  # noqa: BLE001 - a broken frame: the server cannot be trusted any more
+            reason = f"the sandbox server sent a bad frame ({type(exc).__name__}: {exc})"
+        finally:
+            os.close(fd)
+        self._died(reason)
 
+    def _died(self, reason: str) -> None:
+        with self.lock:
+            if not self.dead:
+                self.dead = True
+                self.death = reason
+            waiters = list(self.waiters.values())
+            self.waiters.clear()
+        tail = self.stderr_tail(500).strip()
+        for waiter in waiters:
+            waiter.set("died", reason + (f": {tail}" if tail else ""))
+        self.hello.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop(force=True)
 
-def _child_main(conn: Any, mode: str, code: str, beta: float, task: Callable[..., Any] | None,
-                args: tuple[Any, ...], limits: _Limits) -> None:
-    """Entry point of every sandbox child. Sends exactly one message: (kind, payload_or_message, tail)."""
-    try:
-        _isolate(limits)
-        if mode == "check":
-            from lossforge.sandbox.checks import run_checks
-
-            message: tuple[Any, ...] = ("ok", run_checks(code, beta).model_dump(), "")
-        elif mode == "run":
-            from lossforge.sandbox.policy import PolicyViolation, load_candidate
-
+    def submit(self, job: dict[str, Any]) -> tuple[int, _Waiter]:
+        """Send ``job``; raises ``_ServerGone`` if the server has died (the caller starts a new one)."""
+        with self.lock:
+            if self.dead or self.in_w is None:
+                raise _ServerGone(self.death)
+            job_id = self.next_id
+            self.next_id += 1
+            waiter = _Waiter()
+            self.waiters[job_id] = waiter
+            job["id"] = job_id
             try:
-                loaded = load_candidate(code)
-            except PolicyViolation as v:
-                message = ("policy", str(v), "")
-            else:
-                assert task is not None
-                message = ("ok", task(loaded.fn, *args), "")
-        elif mode == "ping":
-            message = ("ok", os.getpid(), "")
-        else:  # pragma: no cover
-            message = ("error", f"unknown mode {mode!r}", "")
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-        if _is_oom(exc):
-            message = ("crashed", f"ran out of memory (limit {limits.memory_mb} MB): {type(exc).__name__}: {exc}",
-                       traceback_tail(exc))
-        else:
-            message = ("error", f"{type(exc).__name__}: {exc}", traceback_tail(exc))
-    try:
-        conn.send(message)
-    except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable task result
+                write_frame(self.in_w, pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError as exc:
+                self.waiters.pop(job_id, None)
+                self.dead = True
+                self.death = self.death or f"its job pipe is closed ({exc})"
+                raise _ServerGone(self.death) from exc
+        return job_id, waiter
+
+    def kill(self, job_id: int) -> None:
+        with self.lock:
+            if self.dead or self.in_w is None:
+                return
+            try:
+                write_frame(self.in_w, pickle.dumps({"op": "kill", "id": job_id}))
+            except OSError:
+                pass
+
+    def stop(self, force: bool = False) -> None:
+        """Close the job pipe (the server kills its children and exits); kill it if it does not."""
+        with self.lock:
+            self.dead = True
+            self.death = self.death or "stopped"
+            in_w, self.in_w = self.in_w, None
+        if in_w is not None:
+            try:
+                os.close(in_w)
+            except OSError:
+                pass
+        proc = self.proc
+        if proc is None:
+            return
         try:
-            conn.send(("error", f"the result could not be sent back: {type(exc).__name__}: {exc}", ""))
-        except BaseException:  # noqa: BLE001
-            pass
-    finally:
-        conn.close()
+            proc.wait(timeout=0.5 if force else 5.0)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
+            try:
+                proc.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
 
 
 # --------------------------------------------------------------------------------------------------
-# The parent
+# The process-wide pool of servers (one per view)
+# --------------------------------------------------------------------------------------------------
+
+_POOL_LOCK = threading.Lock()
+_POOL: dict[tuple[View, int], _Server] = {}
+_IDLE: list[tuple[View, int]] = []
+
+
+def _acquire(view: View, max_result_bytes: int) -> _Server:
+    """A server for ``view``: the exact one, else a live one whose view exposes more (a superset: same
+    backend and hiding, more paths bound back; the caller then adopts that view), else a new one."""
+    key = (view, max_result_bytes)
+    with _POOL_LOCK:
+        server = _POOL.get(key)
+        if server is None or server.dead:
+            wider = [s for (v, m), s in _POOL.items() if m == max_result_bytes and not s.dead and
+                     v.backend == view.backend and v.hide_dirs == view.hide_dirs and
+                     v.hide_files == view.hide_files and set(v.expose) >= set(view.expose)]
+            if wider:
+                server = min(wider, key=lambda s: len(s.view.expose))
+                key = (server.view, max_result_bytes)
+            else:
+                server = _Server(view, max_result_bytes)
+                _POOL[key] = server
+        server.refs += 1
+        if key in _IDLE:
+            _IDLE.remove(key)
+    try:
+        server.ensure_started()
+    except BaseException:
+        _release(server, max_result_bytes)
+        raise
+    return server
+
+
+def _release(server: _Server, max_result_bytes: int) -> None:
+    key = (server.view, max_result_bytes)
+    evict = []
+    with _POOL_LOCK:
+        server.refs -= 1
+        if server.refs > 0:
+            return
+        if server.dead:
+            if _POOL.get(key) is server:
+                del _POOL[key]
+            return
+        _IDLE.append(key)
+        while len(_IDLE) > MAX_IDLE_SERVERS:
+            old = _IDLE.pop(0)
+            evict.append(_POOL.pop(old))
+    for old_server in evict:
+        old_server.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
 # --------------------------------------------------------------------------------------------------
 
 
@@ -241,8 +390,80 @@ def _signal_name(num: int) -> str:
 
 
 def _function_name(code: str) -> str | None:
+    import re
+
     match = re.search(r"^def\s+([A-Za-z]\w*)\s*\(", code if isinstance(code, str) else "", re.MULTILINE)
     return match.group(1) if match else None
+
+
+def _path_arguments(args: tuple[Any, ...]) -> list[str]:
+    """Top-level arguments that name existing absolute paths (exposed read-only to the task)."""
+    out = []
+    for arg in args:
+        if isinstance(arg, os.PathLike):
+            arg = os.fspath(arg)
+        if isinstance(arg, str) and os.path.isabs(arg) and len(arg) < 4096 and "\0" not in arg:
+            try:
+                if os.path.exists(arg):
+                    out.append(arg)
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def _task_source_roots(task: Any) -> list[str]:
+    """Where ``task``'s module is imported from (the directory above its top-level package, or the main
+    script), so the server can import it even if that is inside a hidden directory."""
+    name = getattr(task, "__module__", None) or ""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if not path:
+        return []
+    root = os.path.dirname(os.path.abspath(path))
+    if name not in ("__main__", "__mp_main__"):
+        depth = name.count(".") + (1 if os.path.basename(path).startswith("__init__.") else 0)
+        for _ in range(depth):
+            root = os.path.dirname(root)
+    return [root]
+
+
+_NPROC_CACHE: tuple[float, int] = (0.0, 0)
+
+
+def _user_tasks(uid: int) -> int:
+    """Threads owned by ``uid`` on this host (what ``RLIMIT_NPROC`` counts), cached for a second."""
+    global _NPROC_CACHE
+    now = time.monotonic()
+    if now - _NPROC_CACHE[0] < 1.0:
+        return _NPROC_CACHE[1]
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        entries = []
+    for pid in entries:
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                uid_line = threads = None
+                for line in f:
+                    if line.startswith("Uid:"):
+                        uid_line = line
+                    elif line.startswith("Threads:"):
+                        threads = line
+                        break
+            if uid_line is not None and int(uid_line.split()[1]) == uid:
+                total += int(threads.split()[1]) if threads else 1
+        except (OSError, ValueError, IndexError):
+            continue
+    _NPROC_CACHE = (now, total)
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# The sandbox
+# --------------------------------------------------------------------------------------------------
 
 
 class ProcessSandbox:
@@ -251,29 +472,53 @@ class ProcessSandbox:
     ``timeout``: wall-clock seconds for a ``check`` (and the default for ``run``).
     ``memory_mb``: address-space limit of each child, None for no limit.
     ``max_concurrency``: most children running at once across threads (default 1: serialised).
+    ``isolation``: "auto" (bubblewrap, else unshare, else none; or ``LOSSFORGE_SANDBOX_ISOLATION``),
+    "bwrap", "unshare" or "none"; a backend this host lacks raises ``SandboxError``.
+    ``expose``: host paths made visible (read-only) inside the sandbox besides the Python installation,
+    ``sys.path`` and ``run``'s path arguments (e.g. a cache directory tasks read).
+    ``max_result_mb``: largest pickled result a child may send back.
+    ``task_processes``: processes/threads a ``run`` task running as nobody may add (``RLIMIT_NPROC``).
     """
 
-    def __init__(self, timeout: float = 10.0, memory_mb: int | None = 4096, *, max_concurrency: int = 1) -> None:
+    def __init__(self, timeout: float = 10.0, memory_mb: int | None = 4096, *, max_concurrency: int = 1,
+                 isolation: str = "auto", expose: tuple[str, ...] | list[str] = (), max_result_mb: int = 64,
+                 task_processes: int | None = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.timeout = float(timeout)
         self.memory_mb = memory_mb
-        self._ctx = _forkserver_context()
+        self.max_result_bytes = int(max_result_mb) << 20
+        self.task_processes = task_processes if task_processes is not None else 32 + 2 * (os.cpu_count() or 1)
+        try:
+            backend = choose_backend(isolation)
+        except ValueError as exc:
+            raise SandboxError("error", str(exc)) from None
+        self._view = base_view(backend, tuple(str(p) for p in expose))
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._lock = threading.Lock()
-        self._active: set[Any] = set()
+        self._servers: dict[View, _Server] = {}
+        self._inflight: Counter[View] = Counter()
+        self._active: dict[tuple[int, int], tuple[_Server, int]] = {}
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        """"bwrap", "unshare" or "none"."""
+        return self._view.backend
+
     def check(self, code: str, beta: float = 0.1) -> CheckReport:
         """Run the check suite on ``code`` in a fresh child; never raises for a bad candidate."""
         start = time.monotonic()
         kind, payload, tail = self._spawn("check", code, beta, None, (), self.timeout, single_thread=True)
         elapsed = time.monotonic() - start
         if kind == "ok":
-            return CheckReport.model_validate(payload)
+            try:
+                return CheckReport.model_validate(payload)
+            except Exception as exc:  # noqa: BLE001 - a child that escaped could send anything
+                kind, payload = "error", f"the report could not be read: {type(exc).__name__}: {exc}"
         if kind == "timeout":
             result = CheckResult(
                 name="timeout", passed=False, seconds=elapsed,
@@ -303,21 +548,41 @@ class ProcessSandbox:
         raise SandboxError(kind, str(payload), tail)
 
     def warm(self) -> None:
-        """Start the fork server (imports torch once, seconds) and fork one child, so the first real call
-        is fast."""
+        """Start the worker server (imports torch once, seconds) and fork one child, so the first real
+        call is fast."""
         kind, payload, tail = self._spawn("ping", "", 0.0, None, (), max(self.timeout, 60.0), single_thread=True)
         if kind != "ok":
             raise SandboxError(kind, str(payload), tail)
 
+    def layers(self) -> dict[str, bool | str]:
+        """Each isolation layer and whether (and how) it is in effect for this sandbox's children on this
+        host, as measured inside the server at start (starts it if needed). Absent layers are False."""
+        server = self._server_for(self._view)
+        try:
+            return _describe_layers(server, self)
+        finally:
+            self._done_with(server)
+
+    @property
+    def server_pid(self) -> int | None:
+        """The host pid of the current worker server (bubblewrap's, under bwrap), or None if not started."""
+        server = self._servers.get(self._view)
+        return server.pid if server is not None and not server.dead else None
+
     def close(self) -> None:
-        """Kill children still running and refuse further calls; idempotent."""
+        """Kill this sandbox's children still running and refuse further calls; idempotent. The shared
+        server stays warm for other sandboxes of this process."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            active = list(self._active)
-        for proc in active:
-            self._kill(proc)
+            active = list(self._active.values())
+            servers = list(self._servers.values())
+            self._servers.clear()
+        for server, job_id in active:
+            server.kill(job_id)
+        for server in servers:
+            _release(server, self.max_result_bytes)
 
     @property
     def closed(self) -> bool:
@@ -330,111 +595,213 @@ class ProcessSandbox:
         self.close()
 
     # -- machinery ----------------------------------------------------------------------------------
+    def _server_for(self, view: View) -> _Server:
+        """The server for ``view`` (started if needed), with one in-flight use counted."""
+        with self._lock:
+            if self._closed:
+                raise SandboxError("error", "the sandbox is closed")
+            server = self._servers.get(view)
+            if server is not None and server.owner != os.getpid():  # inherited through fork
+                self._servers.clear()
+                self._inflight.clear()
+                self._inflight[view] = 0
+                server = None
+            elif server is not None and server.dead:
+                self._servers.pop(view)
+                _release(server, self.max_result_bytes)
+                server = None
+            self._inflight[view] += 1
+        if server is None:
+            try:
+                fresh = _acquire(view, self.max_result_bytes)
+            except BaseException:
+                with self._lock:
+                    self._inflight[view] -= 1
+                raise
+            with self._lock:
+                if fresh.view != view:  # a server with a wider view: adopt it
+                    self._inflight[view] -= 1
+                    self._inflight[fresh.view] += 1
+                    if self._view == view:
+                        self._view = fresh.view
+                    view = fresh.view
+                server = self._servers.get(view)
+                if server is None or server.dead:
+                    self._servers[view] = server = fresh
+                else:
+                    _release(fresh, self.max_result_bytes)
+        return server
+
+    def _done_with(self, server: _Server) -> None:
+        """One in-flight use of ``server`` ended; release servers of views this sandbox left behind."""
+        release = []
+        with self._lock:
+            self._inflight[server.view] -= 1
+            for view, srv in list(self._servers.items()):
+                if view != self._view and self._inflight[view] <= 0:
+                    release.append(self._servers.pop(view))
+        for srv in release:
+            _release(srv, self.max_result_bytes)
+
+    def _identity(self, server: _Server, paths: list[str]) -> str:
+        """Who the job's child runs as (see ``server._become``): nobody wherever the host can switch;
+        for a task whose path arguments nobody cannot read, nobody with root file access, but only
+        inside a namespaced view (never where a child could signal or read host processes)."""
+        facts = server.facts
+        if not facts.get("identity_switch"):
+            return "root-nocaps" if facts.get("euid") == 0 else "same"
+        if server.nobody_ok and all(nobody_can_read(p, server.view) for p in paths):
+            return "nobody"
+        if server.view.backend in ("bwrap", "unshare") and facts.get("pid_namespace"):
+            return "nobody-rootfs"
+        return "nobody"
+
     def _spawn(self, mode: str, code: str, beta: float, task: Callable[..., Any] | None, args: tuple[Any, ...],
                timeout: float, *, single_thread: bool) -> tuple[str, Any, str]:
         with self._slots:
-            with self._lock:
-                if self._closed:
-                    raise SandboxError("error", "the sandbox is closed")
-            threads = 1 if single_thread else (os.cpu_count() or 1)
-            limits = _Limits(memory_mb=self.memory_mb, cpu_seconds=int(math.ceil(timeout * threads)) + 2,
-                             single_thread=single_thread)
-            recv_end, send_end = self._ctx.Pipe(duplex=False)
-            proc = self._ctx.Process(target=_child_main, args=(send_end, mode, code, beta, task, args, limits),
-                                     name=f"lossforge-sandbox-{mode}", daemon=True)
-            try:
-                proc.start()
-            except Exception as exc:  # noqa: BLE001 - unpicklable task/args, or no fork server
-                recv_end.close()
-                raise SandboxError("error", f"could not start the sandbox process: {type(exc).__name__}: {exc}",
-                                   traceback_tail(exc)) from exc
-            finally:
-                send_end.close()
-            with self._lock:
-                self._active.add(proc)
-            outcome: tuple[str, Any, str] | None = None
-            try:
-                outcome = self._wait(proc, recv_end, timeout)
-                return outcome
-            finally:
-                # Kill the group either way (stray descendants). After a normal answer, do not wait to
-                # reap: multiprocessing reaps finished children on the next start(); saves ~10 ms a call.
-                self._kill(proc, wait=outcome is None or outcome[0] != "ok")
-                recv_end.close()
-                with self._lock:
-                    self._active.discard(proc)
+            if self._closed:
+                raise SandboxError("error", "the sandbox is closed")
+            paths: list[str] = []
+            payload = b""
+            if mode == "run":
+                try:
+                    payload = pickle.dumps((task, args), protocol=pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:  # noqa: BLE001 - e.g. a lambda or a local function
+                    raise SandboxError("error", f"could not start the sandbox process: the task and its arguments "
+                                                f"must be picklable (a module-level function): {type(exc).__name__}: "
+                                                f"{exc}") from None
+                paths = _path_arguments(args)
+                needed = [n for p in paths + _task_source_roots(task) for n in self._view.needed(p)]
+                if needed:
+                    with self._lock:
+                        self._view = self._view.with_paths(needed)
+            for attempt in range(2):
+                server = self._server_for(self._view)
+                try:
+                    return self._run_job(server, mode, code, beta, payload, task, paths, timeout, single_thread)
+                except _ServerGone:
+                    if attempt:  # a fresh server died at once too
+                        raise SandboxError("error", f"the sandbox server is not running: {server.death}",
+                                           server.stderr_tail()) from None
+                finally:
+                    self._done_with(server)
+            raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, proc: Any, conn: Any, timeout: float) -> tuple[str, Any, str]:
-        ready = multiprocessing.connection.wait([conn, proc.sentinel], timeout=timeout)
-        if conn in ready or conn.poll():
+    def _run_job(self, server: _Server, mode: str, code: str, beta: float, payload: bytes,
+                 task: Callable[..., Any] | None, paths: list[str], timeout: float,
+                 single_thread: bool) -> tuple[str, Any, str]:
+        threads = 1 if single_thread else (os.cpu_count() or 1)
+        identity = self._identity(server, paths)
+        processes = None
+        uid = NOBODY if identity in ("nobody", "nobody-rootfs") else os.getuid()
+        if identity != "root-nocaps" and uid != 0:  # RLIMIT_NPROC does not bind root
+            processes = 1 if mode != "run" else _user_tasks(uid) + self.task_processes
+        job: dict[str, Any] = {
+            "op": "job", "mode": mode, "code": code, "beta": beta, "payload": payload, "identity": identity,
+            "sys_path": server_sys_path() if mode == "run" else None,
+            "limits": {
+                "wall_seconds": timeout,
+                "cpu_seconds": int(math.ceil(timeout * threads)) + 2,
+                "memory_bytes": None if self.memory_mb is None else int(self.memory_mb) * 1024 * 1024,
+                "file_bytes": 0, "open_files": 64, "processes": processes,
+                "max_result_bytes": self.max_result_bytes,
+            },
+        }
+        if mode == "run" and getattr(task, "__module__", None) == "__main__":
+            main = sys.modules.get("__main__")
+            job["main"] = (getattr(getattr(main, "__spec__", None), "name", None), getattr(main, "__file__", None))
+        job_id, waiter = server.submit(job)
+        key = (id(server), job_id)
+        with self._lock:
+            self._active[key] = (server, job_id)
+        try:
+            if not waiter.event.wait(timeout):
+                server.kill(job_id)
+                if not waiter.event.wait(10.0):
+                    server.stop(force=True)  # wedged: a fresh one starts on the next call
+                return "timeout", "wall-clock limit", ""
+            assert waiter.outcome is not None
+            return self._outcome(*waiter.outcome)
+        finally:
+            with self._lock:
+                self._active.pop(key, None)
+
+    def _outcome(self, kind: str, data: Any) -> tuple[str, Any, str]:
+        if kind == "message":
             try:
-                kind, payload, tail = conn.recv()
-                return kind, payload, tail
-            except (EOFError, OSError):
-                pass  # died without answering
-            except Exception as exc:  # noqa: BLE001 - e.g. the result cannot be unpickled here
+                got_kind, payload, tail = safe_loads(data)
+            except Exception as exc:  # noqa: BLE001 - refused global, or garbage
                 return "error", f"the result could not be read: {type(exc).__name__}: {exc}", ""
-        if not ready:
-            self._kill(proc)
-            return "timeout", "wall-clock limit", ""
-        proc.join(timeout=2.0)
-        code = proc.exitcode
-        if self._closed:
-            return "crashed", "was stopped because the sandbox was closed", ""
-        if code is not None and code < 0:
-            sig = -code
-            if sig == signal.SIGXCPU:
-                return "timeout", "CPU-time limit", ""
-            extra = ""
-            if sig == signal.SIGKILL and self.memory_mb is not None:
-                extra = "; possibly the kernel's out-of-memory killer"
-            if sig == signal.SIGXFSZ:
-                extra = "; it tried to write a file"
-            return "crashed", f"was killed by {_signal_name(sig)} (exit code {code}){extra}", ""
-        return "crashed", f"exited with code {code} without a result", ""
-
-    @staticmethod
-    def _kill(proc: Any, wait: bool = True) -> None:
-        """SIGKILL the child's process group (the child is its leader after setsid); reap it if ``wait``."""
-        pid = proc.pid
-        if pid is not None and proc.exitcode is None:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass  # not (yet) a group leader, or gone
-            try:
-                proc.kill()
-            except (ProcessLookupError, OSError, ValueError):
-                pass
-        if wait:
-            proc.join(timeout=5.0)
+            if got_kind == "oom":
+                return "crashed", f"ran out of memory (limit {self.memory_mb} MB): {payload}", tail
+            if got_kind not in ("ok", "policy", "error"):
+                return "error", f"unexpected result kind {got_kind!r}", ""
+            return got_kind, payload, tail
+        if kind == "exit":
+            if self._closed:
+                return "crashed", "was stopped because the sandbox was closed", ""
+            sig, code = data.get("signal"), data.get("code")
+            if sig is not None:
+                if sig == signal.SIGXCPU:
+                    return "timeout", "CPU-time limit", ""
+                extra = ""
+                if sig == signal.SIGKILL and self.memory_mb is not None:
+                    extra = "; possibly the kernel's out-of-memory killer"
+                if sig == signal.SIGXFSZ:
+                    extra = "; it tried to write a file"
+                return "crashed", f"was killed by {_signal_name(sig)} (exit code {-sig}){extra}", ""
+            return "crashed", f"exited with code {code} without a result", ""
+        if kind == "timeout":
+            return "timeout", "wall-clock limit (server)", ""
+        if kind == "toolarge":
+            return "error", (f"the result is too large: {data} bytes pickled, at most {self.max_result_bytes} "
+                             "allowed"), ""
+        if kind == "died":
+            if self._closed:
+                return "crashed", "was stopped because the sandbox was closed", ""
+            return "crashed", f"was lost: {data}", ""
+        return "error", str(data), ""
 
 
-def _latency_demo(n: int = 20) -> None:  # pragma: no cover - manual benchmark
-    dpo = (
-        "import torch.nn.functional as F\n\n"
-        "def dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):\n"
-        "    logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)\n"
-        "    return -F.logsigmoid(beta * logits)\n"
-    )
-    with ProcessSandbox() as sandbox:
-        t0 = time.perf_counter()
-        sandbox.warm()
-        print(f"fork server start + first child: {time.perf_counter() - t0:.2f} s")
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            report = sandbox.check(dpo)
-            times.append(time.perf_counter() - t)
-            assert report.passed, report.summary()
-        print(f"check() latency over {n} calls: p50 {statistics.median(times) * 1000:.1f} ms, "
-              f"min {min(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms")
-
-
-if __name__ == "__main__":  # python -m lossforge.sandbox.process: prints the check() latency
-    import subprocess
-    import sys
-
-    # Re-run from `-c`: under `-m`, multiprocessing would re-import this module as every child's __main__.
-    raise SystemExit(subprocess.call(
-        [sys.executable, "-c", "from lossforge.sandbox.process import _latency_demo; _latency_demo()"]))
+def _describe_layers(server: _Server, sandbox: ProcessSandbox) -> dict[str, bool | str]:
+    facts = server.facts
+    host = probe_host()
+    view = server.view
+    net = (facts.get("netns") is not None and host.netns is not None and facts.get("netns") != host.netns)
+    hidden = sorted(p for p, h in (facts.get("hidden") or {}).items() if h)
+    if facts.get("identity_switch"):
+        user: bool | str = "nobody (65534), no capabilities"
+        if not server.nobody_ok:
+            user += (" (nobody cannot read all of the Python installation here: imports not done by the "
+                     "server may fail)")
+        if view.backend in ("bwrap", "unshare") and facts.get("pid_namespace"):
+            user += "; run tasks whose path arguments nobody cannot read get root's file access only"
+        else:
+            user += "; run tasks cannot read path arguments nobody cannot read"
+    else:
+        user = False  # children keep the server's user (root without capabilities, if root)
+    memory = f"{sandbox.memory_mb} MB address space" if sandbox.memory_mb is not None else "no address-space limit"
+    pid_ns: bool | str = False
+    if facts.get("pid_namespace"):
+        pid_ns = "children in their own PID namespace (no host processes, not the server)"
+    elif view.backend == "bwrap":
+        pid_ns = "shared with the server (bubblewrap)"
+    return {
+        "backend": view.backend,
+        "policy": "AST allow-list + RestrictedPython compile, in the child",
+        "process": "fresh fork per job from a warm server; own session and process group; dies with the server",
+        "rlimits": (f"{memory}, CPU seconds, file size 0, no core dumps, 64 open files"
+                    + (", processes" if user or facts.get("euid") != 0 else "")),
+        "wall_clock_kill": "process group at the timeout; strays in the PID namespace when idle",
+        "clean_environment": "server started with only: " + ", ".join(facts.get("env_keys", [])),
+        "network": (f"new network namespace (interfaces: {', '.join(facts.get('interfaces') or []) or 'none'})"
+                    if net else False),
+        "read_only_root": bool(facts.get("root_read_only")),
+        "hidden_dirs": ", ".join(hidden) if hidden else False,
+        "scratch": (f"{facts.get('scratch')}/job-<id> (private, per job)" if facts.get("scratch") else False),
+        "pid_namespace": pid_ns,
+        "user": user,
+        "no_new_privs": True,
+        "capabilities": "none (bounding set emptied)" if facts.get("euid") == 0 else "none",
+        "result_reader": "restricted unpickler, results up to " + f"{sandbox.max_result_bytes >> 20} MB",
+    }
