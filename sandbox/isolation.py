@@ -165,9 +165,12 @@ def probe_host(refresh: bool = False) -> HostFacts:
         bwrap = shutil.which("bwrap")
         bwrap_works, bwrap_error = False, "bubblewrap (bwrap) is not installed"
         if bwrap:
+            # The interpreter may live under /tmp (a venv in a checkout there): bind it back after the tmpfs.
+            python_dirs = sorted({sys.prefix, os.path.dirname(os.path.realpath(sys.executable))})
+            rebind = [arg for path in python_dirs for arg in ("--ro-bind-try", path, path)]
             bwrap_works, bwrap_error = _run_probe(
                 [bwrap, "--die-with-parent", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--dev",
-                 "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--", sys.executable, "-I", "-c", "pass"], env)
+                 "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *rebind, "--", sys.executable, "-I", "-c", "pass"], env)
         unshare_works, unshare_error = _run_probe([sys.executable, "-I", "-c", _UNSHARE_PROBE], env)
         userns_ok, _ = _run_probe([sys.executable, "-I", "-c", _USERNS_PROBE], env)
         details = []
