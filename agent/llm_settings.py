@@ -1,0 +1,101 @@
+"""Settings of the LLM proposer, and the ``[proposer.llm]`` configuration section built on them.
+
+Kept apart from ``llm_proposer`` so that the configuration (``lossforge.config``) can embed them without
+importing LangGraph, torch or openai: this module imports only pydantic and other light modules.
+
+* ``ModelChoice``: one ensemble member (name, weight, temperature, max_tokens).
+* ``LLMProposerSettings``: how the proposer prompts and reads its models.
+* ``LLMProposerConfig``: those settings plus the endpoint (``base_url``, ``api_key_env``, timeout,
+  retries), the price table and the budget limits; unknown keys are errors, as everywhere in the config.
+
+What it guarantees
+------------------
+* Model names are unique; weights are positive.
+* With a dollar limit (``budget.max_usd``), every model that may be called (the ensemble and the
+  reflection model) must have a price (exact, prefix or default), checked when the configuration is
+  loaded, so a run cannot discover an unpriced model only after paying for a call.
+* The API key itself is never part of the configuration, only the name of the variable that holds it.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lossforge.agent.prompts import PromptLimits
+from lossforge.llm.cost import BudgetLimits, PriceTable
+
+__all__ = ["LLMProposerConfig", "LLMProposerSettings", "ModelChoice"]
+
+
+class ModelChoice(BaseModel):
+    """One model of the ensemble: its weight and sampling settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    weight: float = Field(1.0, gt=0)
+    temperature: float = Field(0.8, ge=0, le=2)
+    max_tokens: int | None = Field(4096, ge=16, description="Completion token limit per call.")
+
+
+class LLMProposerSettings(BaseModel):
+    """How the LLM proposer prompts and reads its models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelChoice] = Field(default_factory=lambda: [ModelChoice(name="gpt-4o-mini")], min_length=1)
+    structured_output: bool = Field(True, description="Send a json_schema response_format (servers that support it).")
+    stream: bool = Field(True, description="Stream tokens (and emit them as events).")
+    stream_chunk_chars: int = Field(16, ge=1, description="Coalesce streamed pieces into events of about this size.")
+    prompt: PromptLimits = PromptLimits()
+    reflect: bool = Field(True, description="Write a model reflection after each result (else the offline one).")
+    reflection_model: str | None = Field(None, description="Model for reflections; default: drawn from `models`.")
+    reflection_max_tokens: int = Field(300, ge=16)
+    reflection_temperature: float = Field(0.3, ge=0, le=2)
+    max_reflection_chars: int = Field(800, ge=50)
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, models: list[ModelChoice]) -> list[ModelChoice]:
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return models
+
+    def model_names(self) -> list[str]:
+        """Every model this proposer may call."""
+        names = [m.name for m in self.models]
+        if self.reflection_model and self.reflection_model not in names:
+            names.append(self.reflection_model)
+        return names
+
+
+class LLMProposerConfig(LLMProposerSettings):
+    """The ``[proposer.llm]`` section: the proposer's settings, its endpoint, prices and budget."""
+
+    base_url: str = Field("https://api.openai.com/v1", description="Any OpenAI-compatible endpoint.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Name of the environment variable holding the key; none for local servers.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per HTTP request.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/timeouts (the SDK's backoff).")
+    stream_usage: bool = Field(True, description="Ask for usage in streamed answers (stream_options.include_usage).")
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="How the token limit is sent; OpenAI's reasoning models want max_completion_tokens."
+    )
+    prices: PriceTable = PriceTable()
+    budget: BudgetLimits = BudgetLimits()
+
+    @model_validator(mode="after")
+    def _priced(self) -> "LLMProposerConfig":
+        if self.budget.max_usd is not None:
+            unpriced = [name for name in self.model_names() if self.prices.price(name) is None]
+            if unpriced:
+                raise ValueError(
+                    f"budget.max_usd is set but models {unpriced} have no price: add them to prices.models "
+                    "(USD per 1M input/output tokens) or set prices.default"
+                )
+        return self
+
+    def settings(self) -> LLMProposerSettings:
+        """Only the proposer's settings (without endpoint, prices and budget)."""
+        return LLMProposerSettings.model_validate(self.model_dump(include=set(LLMProposerSettings.model_fields)))

@@ -1,0 +1,139 @@
+"""One judging run end to end: questions -> answers (read or generated) -> LLM judge -> a score file.
+
+``run_judge(JudgeRun(...))`` is what ``lossforge judge`` calls. It loads the question set (a local path
+or a hub dataset), reads the model's answers (FastChat ``model_answer`` jsonl) or generates them from
+``model_path`` (``evaluators.answers``), judges them (MT-Bench single grading, or Arena-Hard pairwise
+against ``baseline_answers``) through any OpenAI-compatible endpoint, and returns a JSON-ready summary;
+with ``out`` it also writes the full result (every judgement) there.
+
+What it guarantees
+------------------
+* Problems with the inputs (no answers and no model, an Arena-Hard run without baseline answers,
+  answers missing for a question) raise ``JudgeRunError`` before any judge call is made.
+* Judgements go through the on-disk cache at ``cache``, so an interrupted or repeated run pays only for
+  what it has not judged yet; spending is limited by ``budget`` and priced by ``prices``.
+* The summary never contains the API key (only the name of its environment variable).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lossforge.evaluators.answers import GenerationSettings, answer_questions, read_answers, write_answers
+from lossforge.evaluators.judge_cache import JudgementCache
+from lossforge.evaluators.judge_prompts import PROMPT_VERSION
+from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
+from lossforge.evaluators.questions import Question, load_arena_hard, load_mt_bench
+from lossforge.llm.client import LLMClient
+from lossforge.llm.cost import Budget, BudgetLimits, PriceTable
+
+__all__ = ["JudgeRun", "JudgeRunError", "run_judge"]
+
+
+class JudgeRunError(ValueError):
+    """The inputs of a judging run cannot be used; the message says what to change."""
+
+
+class JudgeRun(BaseModel):
+    """Everything one judging run needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    benchmark: Literal["mt_bench", "arena_hard"]
+    questions: Path | None = Field(None, description="Question file or folder; or give hf_dataset.")
+    hf_dataset: str | None = None
+    answers: Path | None = Field(None, description="The model's answers (FastChat model_answer jsonl).")
+    model_path: Path | None = Field(None, description="Generate the answers with this model instead.")
+    answers_out: Path | None = Field(None, description="Where generated answers are written.")
+    baseline_answers: Path | None = Field(None, description="Arena-Hard: the baseline's answers.")
+    limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
+    judge: JudgeSettings
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    prices: PriceTable = PriceTable()
+    budget: BudgetLimits = BudgetLimits()
+    cache: Path = Path("~/.cache/lossforge/judgements.sqlite")
+    generation: GenerationSettings = GenerationSettings()
+    bootstrap_rounds: int = Field(1000, ge=10)
+    seed: int = 0
+
+
+def _questions(run: JudgeRun) -> list[Question]:
+    if (run.questions is None) == (run.hf_dataset is None):
+        raise JudgeRunError("give either --questions (a local file or folder) or --hf-dataset")
+    loader = load_mt_bench if run.benchmark == "mt_bench" else load_arena_hard
+    questions = loader(run.questions) if run.questions is not None else loader(hf_dataset=run.hf_dataset)
+    return questions[: run.limit] if run.limit else questions
+
+
+def _answers(run: JudgeRun, questions: list[Question]) -> dict[str, list[str]]:
+    if run.answers is not None:
+        if not run.answers.exists():
+            raise JudgeRunError(f"answer file {run.answers} does not exist")
+        return read_answers(run.answers)
+    if run.model_path is None:
+        raise JudgeRunError("give the model's answers (--answers) or a model to generate them (--model)")
+    answers = answer_questions(run.model_path, questions, run.generation)  # pragma: no cover - real model
+    if run.answers_out is not None:  # pragma: no cover
+        write_answers(run.answers_out, answers, model_id=run.model_path.name)
+    return answers  # pragma: no cover
+
+
+def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
+    """Judge the answers of one model (see the module docstring); returns a JSON-ready summary."""
+    questions = _questions(run)
+    if run.benchmark == "arena_hard" and run.baseline_answers is None:
+        raise JudgeRunError("arena_hard compares against a baseline: give --baseline (its answers, jsonl)")
+    if run.baseline_answers is not None and not run.baseline_answers.exists():
+        raise JudgeRunError(f"baseline answer file {run.baseline_answers} does not exist")
+    answers = _answers(run, questions)
+    baseline = read_answers(run.baseline_answers) if run.baseline_answers is not None else {}
+    needed = [q.id for q in questions if len(answers.get(q.id, ())) < (len(q.turns) if run.benchmark == "mt_bench" else 1)]
+    missing_baseline = [q.id for q in questions if run.benchmark == "arena_hard" and not baseline.get(q.id)]
+    if needed or missing_baseline:
+        raise JudgeRunError(
+            f"answers missing for {len(needed)} questions {needed[:5]} and baseline answers for "
+            f"{len(missing_baseline)} {missing_baseline[:5]}"
+        )
+    client = LLMClient(run.base_url, api_key_env=run.api_key_env, timeout=run.timeout, max_retries=run.max_retries)
+    budget = Budget(run.budget, run.prices)
+    with client, JudgementCache(run.cache) as cache:
+        if run.benchmark == "mt_bench":
+            result = MTBenchJudge(client, run.judge, cache=cache, budget=budget).score(questions, answers)
+            summary: dict[str, Any] = {
+                "mean": result.mean,
+                "turn_means": result.turn_means,
+                "by_category": result.by_category,
+                "n": result.n,
+                "n_invalid": result.n_invalid,
+            }
+        else:
+            judge = PairwiseJudge(client, run.judge, cache=cache, budget=budget,
+                                  bootstrap_rounds=run.bootstrap_rounds, seed=run.seed)
+            result = judge.score(questions, answers, baseline)
+            summary = {
+                "win_rate": result.win_rate,
+                "interval": result.interval,
+                "confidence": result.confidence,
+                "n_questions": result.n_questions,
+                "n_games": result.n_games,
+                "n_invalid": result.n_invalid,
+                "counts": result.counts,
+            }
+    summary.update(
+        benchmark=run.benchmark,
+        judge_model=run.judge.model,
+        prompt_version=PROMPT_VERSION,
+        questions=len(questions),
+        new_calls=result.calls,
+        usd=round(result.usd, 6),
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"summary": summary, "result": result.model_dump()}, indent=2, default=str))
+    return summary

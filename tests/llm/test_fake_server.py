@@ -1,0 +1,90 @@
+"""The scripted fake server: matching, looping, exhaustion, recording and its command line."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lossforge.llm.fake_server import FakeServer, load_script
+
+
+def post(server: FakeServer, content: str, **extra) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": content}], **extra}
+    return httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=10)
+
+
+def test_steps_with_a_pattern_answer_only_matching_prompts() -> None:
+    script = [{"text": "for b", "match": "question B"}, {"text": "for a", "match": "question A"}, "anything"]
+    with FakeServer(script) as server:
+        answers = [post(server, q).json()["choices"][0]["message"]["content"] for q in ("question A", "question B", "other")]
+    assert answers == ["for a", "for b", "anything"]
+    assert [r.step for r in server.chat_requests] == [1, 0, 2]
+
+
+def test_an_exhausted_script_says_so_unless_it_loops() -> None:
+    with FakeServer(["only"]) as server:
+        assert post(server, "x").status_code == 200
+        response = post(server, "x")
+    assert response.status_code == 500 and response.headers["x-should-retry"] == "false"
+    assert "no step left" in response.json()["error"]["message"]
+    with FakeServer(["one", "two"], loop=True) as server:
+        texts = [post(server, "x").json()["choices"][0]["message"]["content"] for _ in range(3)]
+    assert texts == ["one", "two", "one"]
+
+
+def test_streaming_events_end_with_usage_and_done() -> None:
+    with FakeServer(["three word answer"]) as server:
+        response = post(server, "q", stream=True, stream_options={"include_usage": True})
+    events = [line[len("data: "):] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "three word answer"
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_bad_json_content_and_models_listing() -> None:
+    with FakeServer([{"kind": "bad_json"}], models=["a", "b"]) as server:
+        content = post(server, "q").json()["choices"][0]["message"]["content"]
+        listed = httpx.get(f"{server.base_url}/models", timeout=10).json()
+    with pytest.raises(ValueError):
+        json.loads(content)
+    assert [m["id"] for m in listed["data"]] == ["a", "b"]
+
+
+def test_script_files_accept_a_list_or_an_object(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps(["hi", {"kind": "rate_limit"}]))
+    (tmp_path / "b.json").write_text(json.dumps({"steps": ["hi"], "loop": True}))
+    steps, loop = load_script(tmp_path / "a.json")
+    assert [s.kind for s in steps] == ["text", "rate_limit"] and not loop
+    assert load_script(tmp_path / "b.json")[1] is True
+
+
+def test_the_command_line_serves_a_script_and_never_prints_headers(tmp_path: Path) -> None:
+    script = tmp_path / "answers.json"
+    script.write_text(json.dumps(["from the command line"]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lossforge.llm.fake_server", "--script", str(script), "--port", "0"],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        banner = process.stderr.readline()
+        base_url = re.search(r"(http://\S+/v1)", banner).group(1)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": "Bearer sk-test-SECRET123"}
+        answer = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers, timeout=10).json()
+        assert answer["choices"][0]["message"]["content"] == "from the command line"
+        line = process.stderr.readline()
+        assert "POST /v1/chat/completions" in line and "step=0" in line
+    finally:
+        process.terminate()
+        _, rest = process.communicate(timeout=10)
+    assert "SECRET" not in banner + line + rest
