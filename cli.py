@@ -73,7 +73,7 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration (see README)."),
     generations: Optional[int] = typer.Option(None, "--generations", help="Evaluated candidates to add."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the proposer and the proxy world."),
-    proposer: Optional[str] = typer.Option(None, "--proposer", help="evolution (default) or random."),
+    proposer: Optional[str] = typer.Option(None, "--proposer", help="evolution (default), random or llm."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much wall time."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Write every event to stdout as a JSON line."),
@@ -105,6 +105,12 @@ def run(
         _fail(str(error), code=3)
     except ConfigMismatch as error:
         _fail(str(error))
+    except Exception as error:
+        from lossforge.llm.client import LLMError
+
+        if isinstance(error, LLMError):
+            _fail(str(error))
+        raise
     else:
         if not jsonl:
             err.print(f"[dim]status: lossforge status {run_dir} --json; report: lossforge report {run_dir}[/]")
@@ -384,6 +390,61 @@ def bench_sandbox(
         _print_json(run_bench(n, naive_n=naive, loss=loss, isolation=isolation))
     except (ValueError, SandboxError) as error:
         _fail(str(error))
+
+
+@app.command()
+def judge(
+    benchmark: str = typer.Option(..., "--benchmark", help="mt_bench or arena_hard."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="Question file or folder (FastChat / Arena-Hard layout)."),
+    hf_dataset: Optional[str] = typer.Option(None, "--hf-dataset", help="Load the questions from this hub dataset instead."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="The model's answers (FastChat model_answer jsonl)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Generate the answers with this model (transformers, or vLLM if installed)."),
+    answers_out: Optional[Path] = typer.Option(None, "--answers-out", help="Where to write generated answers."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="arena_hard: the baseline's answers (jsonl)."),
+    judge_model: str = typer.Option("gpt-4o", "--judge-model", help="The judge model."),
+    base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="Any OpenAI-compatible endpoint."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key ('' for none)."),
+    workers: int = typer.Option(8, "--workers", min=1, help="Judge calls in flight at once."),
+    cache: Path = typer.Option(Path("~/.cache/lossforge/judgements.sqlite"), "--cache", help="On-disk judgement cache."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per 1M prompt tokens of the judge."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per 1M completion tokens of the judge."),
+    max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Stop before spending more than this (needs the prices)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (a smoke run)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap interval."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write every judgement and the score as JSON here."),
+) -> None:
+    """Judge a model's answers with an LLM judge: MT-Bench (1-10) or Arena-Hard (win rate vs a baseline)."""
+    from pydantic import ValidationError
+
+    from lossforge.evaluators.judge_run import JudgeRun, JudgeRunError, run_judge
+    from lossforge.evaluators.llm_judge import JudgeSettings
+    from lossforge.evaluators.questions import QuestionError
+    from lossforge.llm.client import LLMError
+    from lossforge.llm.cost import BudgetExhausted, Price, PriceError, PriceTable
+
+    if benchmark not in ("mt_bench", "arena_hard"):
+        _fail(f"--benchmark must be mt_bench or arena_hard, not {benchmark!r}")
+    if max_usd is not None and (price_in is None or price_out is None):
+        _fail("--max-usd needs the judge's prices: --price-in and --price-out (USD per 1M tokens)")
+    priced = price_in is not None or price_out is not None
+    prices = PriceTable(default=Price(input=price_in or 0.0, output=price_out or 0.0)) if priced else PriceTable()
+    try:
+        request = JudgeRun(
+            benchmark=benchmark, questions=questions, hf_dataset=hf_dataset, answers=answers, model_path=model,
+            answers_out=answers_out, baseline_answers=baseline, limit=limit,
+            judge=JudgeSettings(model=judge_model, max_workers=workers), base_url=base_url,
+            api_key_env=api_key_env or None, prices=prices, budget={"max_usd": max_usd}, cache=cache, seed=seed,
+        )
+        summary = run_judge(request, out=out)
+    except ValidationError as error:
+        _fail(str(error))
+    except (JudgeRunError, QuestionError, PriceError) as error:
+        _fail(str(error))
+    except BudgetExhausted as error:
+        _fail(f"{error}; finished judgements are cached, so a rerun with a larger --max-usd continues", code=1)
+    except LLMError as error:
+        _fail(str(error), code=1)
+    _print_json(summary)
 
 
 @bench_app.command("proxy")

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lossforge.agent.llm_settings import LLMProposerConfig  # pydantic only: no openai, LangGraph or torch
 from lossforge.trainer.proxy.config import ProxyConfig
 
 
@@ -45,8 +46,9 @@ class EvolutionConfig(_Strict):
 class ProposerConfig(_Strict):
     """Which proposer writes candidates."""
 
-    kind: Literal["evolution", "random"] = "evolution"
+    kind: Literal["evolution", "random", "llm"] = "evolution"
     evolution: EvolutionConfig = EvolutionConfig()
+    llm: LLMProposerConfig = LLMProposerConfig()
 
 
 class SandboxConfig(_Strict):

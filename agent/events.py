@@ -4,7 +4,8 @@ Nodes call `emit(kind, **data)`. Inside a LangGraph run this goes through the gr
 (`get_stream_writer`), so any consumer of `graph.stream(..., stream_mode="custom")` (the CLI, the TUI)
 sees it. The runner appends every event as one JSON line to `events.jsonl` in the run directory, which
 is how a run is watched from another process. Event kinds: run_started, run_resumed, proposal,
-check, duplicate, screen_started, screen_progress, evaluated, reflection, run_stopped, error.
+check, duplicate, screen_started, evaluated, reflection, run_stopped, error, paused, resumed, and from
+the LLM proposer token (streamed text) and llm_call (usage and cost).
 """
 from __future__ import annotations
 

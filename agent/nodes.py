@@ -85,7 +85,7 @@ class SearchNodes:
                 proposer=self.proposer_name,
                 status="failed",
                 error=f"proposer error: {error}",
-                thought=traceback.format_exc(limit=3),
+                thought=getattr(error, "raw", None) or traceback.format_exc(limit=3),
             )
             emit("error", step=step, candidate_id=candidate_id, message=f"proposer error: {error}")
             return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
@@ -209,13 +209,30 @@ class SearchNodes:
     def reflect(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
         best = [c.fitness for c in self.archive.top(2) if c.id != candidate.id]
-        reflection = reflect_offline(candidate, best[0] if best else None)
+        reflection = self._llm_reflection(candidate, best[0] if best else None, state)
+        if reflection is None:
+            reflection = reflect_offline(candidate, best[0] if best else None)
         self.archive.update(candidate.id, reflection=reflection)
         emit("reflection", candidate_id=candidate.id, name=candidate.name, text=reflection)
         in_a_row = 0 if candidate.status in EVALUATED else state.get("rejected_in_a_row", 0) + 1
         update: dict[str, Any] = {"candidate_id": None, "repair_attempts": 0, "rejected_in_a_row": in_a_row}
         update["stop_reason"] = self.stop_reason({**state, **update})
         return update
+
+    def _llm_reflection(self, candidate: Any, best_before: float | None, state: SearchState) -> str | None:
+        """The LLM's own reflection on a candidate, when the proposer can reflect and is set to."""
+        reflect = getattr(self.proposer, "reflect", None)
+        settings = getattr(self.proposer, "settings", None)
+        if not callable(reflect) or not candidate.code or not getattr(settings, "reflect", False):
+            return None
+        from lossforge.agent.prompts import describe_outcome
+
+        summary = describe_outcome(view(candidate), best_before=best_before, result=candidate.result)
+        try:
+            return reflect(summary, step=state.get("step", 0), seed=self.config.search.seed)
+        except Exception as error:  # a failed reflection is logged, never fatal
+            emit("error", candidate_id=candidate.id, message=f"reflection failed: {error}")
+            return None
 
     def repair(self, state: SearchState) -> dict[str, Any]:
         """Hand the failed candidate back to the proposer for a bounded number of repairs."""
@@ -225,6 +242,10 @@ class SearchNodes:
     def stop_reason(self, state: SearchState) -> str | None:
         if self.stop_requested.is_set():
             return "stop requested"
+        budget = getattr(self.proposer, "budget", None)
+        spent = budget.exhausted() if budget is not None else None
+        if spent:
+            return f"LLM budget exhausted: {spent}"
         if self.archive.count_evaluated() >= state.get("target_evaluated", 0):
             return "generations"
         target = self.config.search.target_fitness

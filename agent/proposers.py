@@ -1,12 +1,19 @@
 """Choosing a proposer from the configuration."""
 from __future__ import annotations
 
+from lossforge.agent.archive import Archive
 from lossforge.agent.proposer import Proposer
 from lossforge.config import RunConfig
 
+LLM_BUDGET_META = "llm_budget"
 
-def make_proposer(config: RunConfig) -> tuple[Proposer, str]:
-    """The configured proposer and its name (as recorded in the archive)."""
+
+def make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Proposer, str]:
+    """The configured proposer and its name (as recorded in the archive).
+
+    With an archive, the LLM proposer's budget is loaded from and saved to its meta table, so spending
+    adds up across invocations of the same run directory.
+    """
     from lossforge.agent.evolution import EvolutionaryProposer, RandomSearchProposer
 
     kind = config.proposer.kind
@@ -21,6 +28,13 @@ def make_proposer(config: RunConfig) -> tuple[Proposer, str]:
             ),
             "evolution",
         )
+    if kind == "llm":
+        from lossforge.agent.llm_proposer import make_llm_proposer
+
+        saved = archive.get_meta(LLM_BUDGET_META) if archive is not None else None
+        save = (lambda state: archive.set_meta(LLM_BUDGET_META, state.model_dump())) if archive is not None else None
+        proposer = make_llm_proposer(config.proposer.llm, seed=config.search.seed, budget_state=saved, on_budget_change=save)
+        return proposer, "llm"
     if kind == "random":
         return RandomSearchProposer(seed=config.search.seed), "random"
     raise ValueError(f"unknown proposer kind {kind!r}")

@@ -118,14 +118,14 @@ def run_search(
         if on_event is not None:
             events.subscribe(on_event)
 
+        if proposer is None:  # first, so a missing API key fails before the world is built
+            proposer, proposer_name = make_proposer(config, archive)
+        else:
+            proposer_name = type(proposer).__name__
+
         events.write(make_event("preparing", message=f"loading the proxy world of seed {config.search.seed}"))
         task = prepare(config.proxy, config.search.seed, config.resolved_cache_dir())
         events.write(make_event("prepared", stats=task.stats))
-
-        if proposer is None:
-            proposer, proposer_name = make_proposer(config)
-        else:
-            proposer_name = type(proposer).__name__
         if sandbox is None:
             sandbox = default_sandbox(config)
             stack.callback(sandbox.close)
@@ -174,7 +174,7 @@ def run_search(
             evaluated_before=evaluated_before,
             evaluated=archive.count_evaluated(),
             best=None if not top else {"id": top[0].id, "name": top[0].name, "fitness": top[0].fitness},
-            stop_reason=final.get("stop_reason"),
+            stop_reason=final.get("stop_reason") or nodes.stop_reason(final),
             seconds=time.time() - started,
             counts=archive.counts(),
         )

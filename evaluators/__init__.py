@@ -1,1 +1,1 @@
-"""Judges that turn a trained policy into a score: the proxy oracle (and, later, LLM judges)."""
+"""Judges that turn a trained model into a score: question sets, answer generation, LLM judges."""
