@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import Enum
+from pathlib import Path
 from typing import Optional, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,6 +73,18 @@ class Launcher(Protocol):
     def cancel(self, handle: JobHandle) -> None: ...
 
     def logs(self, handle: JobHandle, tail_chars: int = 4000) -> str: ...
+
+
+def recorded_result(handle: JobHandle) -> JobResult | None:
+    """The result a job wrote to its directory (a job this process did not submit), or None if absent."""
+    path = Path(handle.job_dir or "", "result.json")
+    return JobResult.model_validate_json(path.read_text()) if path.exists() else None
+
+
+def recorded_status(handle: JobHandle) -> JobStatus:
+    """Status of a job known only by its directory: by the result it wrote, FAILED if it wrote none."""
+    result = recorded_result(handle)
+    return JobStatus.SUCCEEDED if result is not None and result.ok else JobStatus.FAILED
 
 
 def tail(text: str, chars: int) -> str:

@@ -21,7 +21,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lossforge.trainer.launchers.base import JobHandle, JobStatus, TrainJob, job_key, tail
+from lossforge.trainer.launchers.base import (
+    JobHandle,
+    JobStatus,
+    TrainJob,
+    job_key,
+    recorded_result,
+    recorded_status,
+    tail,
+)
 from lossforge.trainer.trl_job import JobResult
 
 
@@ -86,7 +94,7 @@ class RayLauncher:
     def status(self, handle: JobHandle) -> JobStatus:
         ref = self._refs.get(handle.key)
         if ref is None:
-            return JobStatus.SUCCEEDED if Path(handle.job_dir or "", "result.json").exists() else JobStatus.FAILED
+            return recorded_status(handle)
         ready, _ = self._ray.wait([ref], timeout=0)
         if not ready:
             return JobStatus.RUNNING
@@ -95,7 +103,10 @@ class RayLauncher:
     def result(self, handle: JobHandle, timeout: float | None = None) -> JobResult:
         ref = self._refs.get(handle.key)
         if ref is None:
-            return JobResult.model_validate_json(Path(handle.job_dir or "", "result.json").read_text())
+            recorded = recorded_result(handle)
+            if recorded is None:
+                raise KeyError(f"job {handle.key} is unknown to this launcher and wrote no result in {handle.job_dir}")
+            return recorded
         try:
             return JobResult.model_validate(self._ray.get(ref, timeout=timeout))
         except self._ray.exceptions.GetTimeoutError:

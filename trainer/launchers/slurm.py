@@ -22,7 +22,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lossforge.trainer.launchers.base import JobHandle, JobStatus, TrainJob, job_key, tail
+from lossforge.trainer.launchers.base import (
+    JobHandle,
+    JobStatus,
+    TrainJob,
+    job_key,
+    recorded_result,
+    recorded_status,
+    tail,
+)
 from lossforge.trainer.launchers.ray_launcher import _run_job_subprocess
 from lossforge.trainer.trl_job import JobResult
 
@@ -78,7 +86,7 @@ class SlurmLauncher:
     def status(self, handle: JobHandle) -> JobStatus:
         sjob = self._jobs.get(handle.key)
         if sjob is None:
-            return JobStatus.SUCCEEDED if Path(handle.job_dir or "", "result.json").exists() else JobStatus.FAILED
+            return recorded_status(handle)
         if not sjob.done():
             return JobStatus.RUNNING if sjob.state in ("RUNNING", "COMPLETING") else JobStatus.QUEUED
         return JobStatus.SUCCEEDED if self.result(handle).ok else JobStatus.FAILED
@@ -86,7 +94,10 @@ class SlurmLauncher:
     def result(self, handle: JobHandle, timeout: float | None = None) -> JobResult:
         sjob = self._jobs.get(handle.key)
         if sjob is None:
-            return JobResult.model_validate_json(Path(handle.job_dir or "", "result.json").read_text())
+            recorded = recorded_result(handle)
+            if recorded is None:
+                raise KeyError(f"job {handle.key} is unknown to this launcher and wrote no result in {handle.job_dir}")
+            return recorded
         try:
             return JobResult.model_validate(sjob.result())
         except Exception as e:  # noqa: BLE001 - submitit raises on a failed job
