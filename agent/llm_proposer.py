@@ -35,7 +35,6 @@ from lossforge.agent.events import emit
 from lossforge.agent.llm_settings import LLMProposerConfig, LLMProposerSettings, ModelChoice
 from lossforge.agent.prompts import (
     PROMPT_VERSION,
-    PromptLimits,
     proposal_messages,
     proposal_response_format,
     reflection_messages,

@@ -29,7 +29,7 @@ import os
 import time
 from typing import Any, Callable, Iterable, Mapping
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 __all__ = ["ChatResult", "LLMClient", "LLMError", "LLMResponseError", "Usage", "estimate_tokens", "redact"]
 

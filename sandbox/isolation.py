@@ -35,8 +35,6 @@ What it does not guarantee
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import glob
 import os
 import platform

@@ -86,7 +86,7 @@ from lossforge.sandbox.isolation import (
 )
 from lossforge.sandbox.protocol import SandboxError, traceback_tail
 from lossforge.sandbox.report import CheckReport, CheckResult
-from lossforge.sandbox.server import HEADER, NOBODY, SECRET_PATTERN, read_frame, write_frame
+from lossforge.sandbox.server import NOBODY, SECRET_PATTERN, read_frame, write_frame
 from lossforge.sandbox.wire import safe_loads
 
 __all__ = ["ProcessSandbox", "SECRET_PATTERN"]

@@ -51,7 +51,6 @@ import selectors
 import shutil
 import signal
 import socket
-import stat
 import struct
 import sys
 import time
