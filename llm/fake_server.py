@@ -15,7 +15,8 @@ script. A step is a text answer or a fault:
 
 A step with ``match`` (a regular expression) only answers a request whose prompt (all message contents,
 joined by newlines) matches it; the first unused step that fits answers. Usage figures are whitespace
-word counts unless the step sets ``prompt_tokens`` / ``completion_tokens``. With ``loop=True`` the
+word counts unless the step sets ``prompt_tokens`` / ``completion_tokens``. A streamed answer waits
+``piece_seconds`` between its pieces (default 0), so a test can watch tokens arrive one by one. With ``loop=True`` the
 script starts again when it runs out; otherwise an exhausted script answers HTTP 500 with
 ``x-should-retry: false`` and a message saying so.
 
@@ -76,6 +77,7 @@ class Step(BaseModel):
     prompt_tokens: int | None = Field(None, ge=0)
     completion_tokens: int | None = Field(None, ge=0)
     finish_reason: str = "stop"
+    piece_seconds: float = Field(0.0, ge=0, description="streamed answers: pause between pieces")
     echo_headers: bool = False  # error faults only: put the request's headers in the error message (a leaky proxy)
 
     def content(self) -> str:
@@ -374,9 +376,11 @@ class _Handler(BaseHTTPRequestHandler):
             })
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._stream(ident, created, model, content, step.finish_reason, usage if include_usage else None)
+        self._stream(ident, created, model, content, step.finish_reason, usage if include_usage else None,
+                     step.piece_seconds)
 
-    def _stream(self, ident: str, created: int, model: str, content: str, finish: str, usage: dict | None) -> None:
+    def _stream(self, ident: str, created: int, model: str, content: str, finish: str, usage: dict | None,
+                piece_seconds: float = 0.0) -> None:
         def chunk(delta: dict, finish_reason: str | None = None, with_usage: dict | None = None, empty: bool = False) -> bytes:
             payload: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                                        "choices": [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
@@ -391,6 +395,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             pieces = _pieces(content) or [""]
             for i, piece in enumerate(pieces):
+                if i and piece_seconds > 0 and self.fake._stopping.wait(piece_seconds):
+                    return
                 delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
                 self.wfile.write(chunk(delta))
                 self.wfile.flush()

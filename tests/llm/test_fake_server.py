@@ -50,6 +50,20 @@ def test_streaming_events_end_with_usage_and_done() -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
 
 
+def test_a_slow_stream_is_still_in_flight_after_its_first_piece() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "stream": True}
+    with FakeServer([{"text": "one two three", "piece_seconds": 1.0}]) as server:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=10) as response:
+            lines = response.iter_lines()
+            first = json.loads(next(line for line in lines if line.startswith("data: "))[len("data: "):])
+            assert first["choices"][0]["delta"]["content"] == "one "
+            assert server._in_flight == 1  # the rest has not been sent yet
+            rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]"
+    pieces = [json.loads(line[len("data: "):])["choices"] for line in rest[:-1]]
+    assert "".join(c[0]["delta"].get("content", "") for c in pieces if c) == "two three"
+
+
 def test_bad_json_content_and_models_listing() -> None:
     with FakeServer([{"kind": "bad_json"}], models=["a", "b"]) as server:
         content = post(server, "q").json()["choices"][0]["message"]["content"]
