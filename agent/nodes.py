@@ -71,6 +71,11 @@ class SearchNodes:
         step = state.get("step", 0)
         context = build_context(self.archive, step, self.config.search.seed, self.beta)
         repair_of = state.get("repair_of")
+        spent = self._budget_spent()
+        if spent and repair_of is not None:
+            # Out of LLM budget between a rejection and its repair: no proposal (and no failed row); the
+            # rejected candidate goes on to reflect, which stops the run with the state saved.
+            return {"stop_reason": f"LLM budget exhausted: {spent}", "repair_of": None}
         if repair_of is not None:
             context.repair_of = view(self.archive.get(repair_of))
         started = time.perf_counter()
@@ -225,6 +230,8 @@ class SearchNodes:
         settings = getattr(self.proposer, "settings", None)
         if not callable(reflect) or not candidate.code or not getattr(settings, "reflect", False):
             return None
+        if self._budget_spent():  # the run stops here anyway: the offline note, no failed call logged
+            return None
         from lossforge.agent.prompts import describe_outcome
 
         summary = describe_outcome(view(candidate), best_before=best_before, result=candidate.result)
@@ -239,11 +246,15 @@ class SearchNodes:
         return {"repair_of": state["candidate_id"], "repair_attempts": state.get("repair_attempts", 0) + 1}
 
     # -- routing -------------------------------------------------------------------------------
+    def _budget_spent(self) -> str | None:
+        """Why the proposer's LLM budget allows no further call, or None (also for proposers without one)."""
+        budget = getattr(self.proposer, "budget", None)
+        return budget.exhausted() if budget is not None else None
+
     def stop_reason(self, state: SearchState) -> str | None:
         if self.stop_requested.is_set():
             return "stop requested"
-        budget = getattr(self.proposer, "budget", None)
-        spent = budget.exhausted() if budget is not None else None
+        spent = self._budget_spent()
         if spent:
             return f"LLM budget exhausted: {spent}"
         if self.archive.count_evaluated() >= state.get("target_evaluated", 0):
@@ -263,6 +274,8 @@ class SearchNodes:
         return "end" if self.stop_reason(state) else "propose"
 
     def after_propose(self, state: SearchState) -> str:
+        if state.get("stop_reason"):  # the budget ran out before a repair: reflect on the rejected candidate
+            return "reflect"
         candidate = self.archive.get(state["candidate_id"])
         return "reflect" if candidate.status == "failed" else "check"
 
