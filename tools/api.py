@@ -15,7 +15,8 @@ What it guarantees
   `settings.run_roots`) raises `ToolInputError`; anything else that stops a tool raises `ToolError`
   with a message saying what happened. A bad *candidate* is never an exception: it is a result with
   `passed=False` and the failed check's evidence and hint.
-* Archive tools open the archive read-only and `propose_from` writes nothing to the run.
+* Archive tools open the archive read-only and `propose_from` writes no candidate to the run (with the
+  LLM proposer it adds what it spends to the run's LLM budget, kept in the archive).
 * `submit_training`, `job_status` and `judge` are part of the schema but raise `ToolUnavailable`
   until the GPU trainer / launchers and the judges land.
 
@@ -231,7 +232,7 @@ class CandidateDetail(CandidateSummary):
 
 
 class ProposalResult(BaseModel):
-    """A new candidate proposed from a run's archive; nothing is written to the run."""
+    """A new candidate proposed from a run's archive; no candidate is written to the run."""
 
     thought: str
     name: str
@@ -601,12 +602,16 @@ def archive_get(run_dir: str, candidate_id: int, *, context: ToolContext | None 
 
 
 def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext | None = None) -> ProposalResult:
-    """Propose the next candidate loss from a run's archive with the run's own (offline) proposer.
+    """Propose the next candidate loss from a run's archive with the run's own configured proposer.
 
     Builds the same bounded view of the archive the search shows its proposer (best, recent, failures,
     pins, hints; `hint` is added to the hints) and runs the run's configured proposer (evolutionary
-    genetic programming by default) at the run's next step. Returns the thought, name and code; nothing
-    is written to the run. Check and screen the code yourself (check_loss, screen_loss).
+    genetic programming by default) at the run's next step. Returns the thought, name and code; no
+    candidate is written to the run. Check and screen the code yourself (check_loss, screen_loss).
+    When the run's proposer is the LLM, the call spends the run's own LLM budget: the spending so far is
+    read from the run's archive, a run whose budget is exhausted is refused, and what the call costs is
+    added to the run's budget there; while a search is running in that directory it is refused (the
+    search holds the budget).
     """
     from lossforge.agent.context import build_context
     from lossforge.agent.proposers import make_proposer
@@ -629,11 +634,41 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
         archive.close()
     if args.hint:
         proposal_context.hints = [*proposal_context.hints, args.hint][-5:]
-    proposer, proposer_name = make_proposer(config)
-    try:
-        proposal = proposer.propose(proposal_context)
-    except Exception as error:  # noqa: BLE001
-        raise ToolError(f"the {proposer_name} proposer failed: {type(error).__name__}: {error}") from error
+
+    def propose(writer: Any = None) -> tuple[Any, str]:
+        try:
+            proposer, proposer_name = make_proposer(config, writer)
+        except Exception as error:  # noqa: BLE001 - e.g. the API key's variable is not set
+            raise ToolError(f"the {config.proposer.kind} proposer could not start: {error}") from None
+        spent = getattr(getattr(proposer, "budget", None), "exhausted", lambda: None)()
+        if spent:
+            raise ToolError(
+                f"the run's LLM budget is exhausted ({spent}); raise [proposer.llm.budget] in the run's "
+                "configuration and continue the run with it, or use another run"
+            )
+        try:
+            return proposer.propose(proposal_context), proposer_name
+        except Exception as error:  # noqa: BLE001
+            raise ToolError(f"the {proposer_name} proposer failed: {type(error).__name__}: {error}") from error
+
+    if config.proposer.kind != "llm":
+        proposal, proposer_name = propose()
+    else:  # the run's budget, loaded from and saved to its archive, under the run's lock
+        from lossforge.agent.archive import Archive
+        from lossforge.agent.lock import RunDirectoryBusy, RunLock
+
+        try:
+            with RunLock(path):
+                writer = Archive(path / "archive.sqlite")
+                try:
+                    proposal, proposer_name = propose(writer)
+                finally:
+                    writer.close()
+        except RunDirectoryBusy:
+            raise ToolError(
+                f"a search is running in {args.run_dir}: with the LLM proposer, propose_from spends the run's "
+                "LLM budget, which that search holds; try again when it has stopped"
+            ) from None
     return ProposalResult(thought=proposal.thought, name=proposal.name, code=proposal.code, operator=proposal.operator,
                           parent_ids=list(proposal.parent_ids), proposer=proposer_name, step=step, hint=args.hint)
 
