@@ -16,7 +16,9 @@ script. A step is a text answer or a fault:
 A step with ``match`` (a regular expression) only answers a request whose prompt (all message contents,
 joined by newlines) matches it; the first unused step that fits answers. Usage figures are whitespace
 word counts unless the step sets ``prompt_tokens`` / ``completion_tokens``. A streamed answer waits
-``piece_seconds`` between its pieces (default 0), so a test can watch tokens arrive one by one. With ``loop=True`` the
+``piece_seconds`` between its pieces (default 0), so a test can watch tokens arrive one by one; with
+``hold_after=N`` it stops after N pieces until ``FakeServer.release()`` is called (a test can look at a
+half-streamed answer without any timing). With ``loop=True`` the
 script starts again when it runs out; otherwise an exhausted script answers HTTP 500 with
 ``x-should-retry: false`` and a message saying so.
 
@@ -78,6 +80,7 @@ class Step(BaseModel):
     completion_tokens: int | None = Field(None, ge=0)
     finish_reason: str = "stop"
     piece_seconds: float = Field(0.0, ge=0, description="streamed answers: pause between pieces")
+    hold_after: int | None = Field(None, ge=1, description="streamed answers: wait for release() after this many pieces")
     echo_headers: bool = False  # error faults only: put the request's headers in the error message (a leaky proxy)
 
     def content(self) -> str:
@@ -170,6 +173,7 @@ class FakeServer:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
+        self._released = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._log = log
@@ -231,6 +235,10 @@ class FakeServer:
         with self._lock:
             self._steps.extend(steps)
             self._used.extend([False] * len(steps))
+
+    def release(self) -> None:
+        """Let every stream held by a step's ``hold_after`` (now or later) go on."""
+        self._released.set()
 
     def remaining(self) -> int:
         with self._lock:
@@ -376,11 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
             })
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._stream(ident, created, model, content, step.finish_reason, usage if include_usage else None,
-                     step.piece_seconds)
+        self._stream(ident, created, model, content, step.finish_reason, usage if include_usage else None, step)
 
     def _stream(self, ident: str, created: int, model: str, content: str, finish: str, usage: dict | None,
-                piece_seconds: float = 0.0) -> None:
+                step: Step) -> None:
         def chunk(delta: dict, finish_reason: str | None = None, with_usage: dict | None = None, empty: bool = False) -> bytes:
             payload: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                                        "choices": [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
@@ -395,8 +402,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             pieces = _pieces(content) or [""]
             for i, piece in enumerate(pieces):
-                if i and piece_seconds > 0 and self.fake._stopping.wait(piece_seconds):
+                if i and step.piece_seconds > 0 and self.fake._stopping.wait(step.piece_seconds):
                     return
+                if i and i == step.hold_after:
+                    while not self.fake._released.wait(0.05):
+                        if self.fake._stopping.is_set():
+                            return
                 delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
                 self.wfile.write(chunk(delta))
                 self.wfile.flush()

@@ -64,6 +64,19 @@ def test_a_slow_stream_is_still_in_flight_after_its_first_piece() -> None:
     assert "".join(c[0]["delta"].get("content", "") for c in pieces if c) == "two three"
 
 
+def test_a_held_stream_waits_for_release() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "stream": True}
+    with FakeServer([{"text": "one two three four", "hold_after": 2}]) as server:
+        with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=10) as response:
+            lines = (line for line in response.iter_lines() if line.startswith("data: "))
+            first = [json.loads(next(lines)[len("data: "):])["choices"][0]["delta"]["content"] for _ in range(2)]
+            assert first == ["one ", "two "] and server._in_flight == 1  # held: nothing more until released
+            server.release()
+            rest = list(lines)
+    assert rest[-1] == "data: [DONE]"
+    assert "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "") for line in rest[:-2]) == "three four"
+
+
 def test_bad_json_content_and_models_listing() -> None:
     with FakeServer([{"kind": "bad_json"}], models=["a", "b"]) as server:
         content = post(server, "q").json()["choices"][0]["message"]["content"]
