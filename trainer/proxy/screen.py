@@ -29,6 +29,7 @@ from lossforge.trainer.proxy.config import ScreenConfig
 from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
 
 LossFn = Callable[..., torch.Tensor]
+_ACCURACY_CHUNK = 256  # pairs per forward pass of the final accuracy measurement
 
 
 class PathPoint(BaseModel):
@@ -153,7 +154,13 @@ def screen(
         if progress is not None:
             progress(step, settings.steps)
     with torch.no_grad():
-        chosen_logps, rejected_logps = _policy_logps(policy, task.train_prompts, task.chosen, task.rejected)
+        # In chunks: one forward over all pairs at once is about 3x slower on CPU (cache misses).
+        parts = [
+            _policy_logps(policy, task.train_prompts[i : i + _ACCURACY_CHUNK], task.chosen[i : i + _ACCURACY_CHUNK], task.rejected[i : i + _ACCURACY_CHUNK])
+            for i in range(0, n_pairs, _ACCURACY_CHUNK)
+        ]
+        chosen_logps = torch.cat([c for c, _ in parts])
+        rejected_logps = torch.cat([r for _, r in parts])
         margin = (chosen_logps - task.reference_chosen_logps) - (rejected_logps - task.reference_rejected_logps)
         accuracy = float((margin > 0).float().mean())
     fitness = fitness_at_budget([(p.kl, p.reward_gain) for p in path], settings.kl_budget)

@@ -1,0 +1,102 @@
+"""`lossforge bench discovery` on a tiny proxy: real searches, library bar, held-out, determinism."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lossforge.agent.discovery_bench import (
+    DiscoveryBenchConfig,
+    deterministic_view,
+    funnel_fractions,
+    load_bench_config,
+    run_discovery_bench,
+)
+from lossforge.config import ConfigError
+from lossforge.trainer.proxy.heldout import HeldOutConfig, HeldOutCondition, stat, total_label_noise
+from tests.conftest import TINY_SCREEN, TINY_WORLD
+
+pytestmark = pytest.mark.slow
+
+
+def _tiny(cache_dir: Path) -> DiscoveryBenchConfig:
+    return load_bench_config(
+        None,
+        {
+            "seeds": [0, 1],
+            "evaluations": 4,
+            "jobs": 2,
+            "library": ["dpo", "ipo", "discopop"],
+            "run": {"cache_dir": str(cache_dir), "proxy": {"world": TINY_WORLD, "screen": {**TINY_SCREEN, "steps": 6}}},
+            "heldout": {
+                "seeds": [70],
+                "eval_samples": None,
+                "conditions": [{"name": "search settings"}, {"name": "beta 0.3", "screen": {"beta": 0.3}}],
+            },
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_runs(tmp_path_factory, cache_dir):
+    config = _tiny(cache_dir)
+    first = run_discovery_bench(config, tmp_path_factory.mktemp("bench-a"))
+    second = run_discovery_bench(config, tmp_path_factory.mktemp("bench-b"))
+    return config, first, second
+
+
+def test_the_bench_compares_proposers_with_curves_funnels_and_timings(bench_runs) -> None:
+    config, result, _ = bench_runs
+    assert set(result["proposers"]) == {"evolution", "random"}
+    assert "llm" in result["settings"]["skipped"]
+    for kind, entry in result["proposers"].items():
+        rows = entry["best_so_far"]["by_evaluations"]
+        assert [r["evaluations"] for r in rows] == [1, 2, 3, 4]
+        means = [r["mean"] for r in rows if r["mean"] is not None]
+        assert means == sorted(means)  # best-so-far never decreases
+        funnel = entry["funnel"]
+        assert funnel["evaluated"] + funnel["degenerate"] == 8  # 2 seeds x 4
+        assert funnel["proposed"] >= 8
+        assert entry["timing"]["screen_per_evaluated"] > 0
+        assert entry["timing"]["orchestration_per_evaluated"] is not None
+        assert entry["best_discovered"]["vs_dpo"]["overall"]["n"] == 1
+    assert result["library"]["ranking"][0]["n"] == 2
+    assert {"dpo", "discopop"} <= set(result["heldout"])
+    assert result["comparisons"]["evolution_minus_random"]["search_best_at_budget"]["n"] == 2
+    assert set(result["heldout"]["dpo"]["by_condition"]) == {"search settings", "beta 0.3"}
+
+
+def test_the_bench_is_deterministic_for_given_seeds(bench_runs) -> None:
+    _, first, second = bench_runs
+    assert json.dumps(deterministic_view(first), sort_keys=True) == json.dumps(deterministic_view(second), sort_keys=True)
+
+
+def test_held_out_seeds_must_never_be_search_seeds() -> None:
+    with pytest.raises(ValueError, match="held-out seeds \\[3\\] are also search seeds"):
+        DiscoveryBenchConfig(seeds=[1, 2, 3], heldout=HeldOutConfig(seeds=[3, 9]))
+    with pytest.raises(ConfigError):
+        load_bench_config(None, {"evaluations": 0})
+    with pytest.raises(ValueError, match="unknown screen fields"):
+        HeldOutCondition(name="x", screen={"betta": 0.2})
+
+
+def test_a_partial_bench_config_keeps_the_bench_world(tmp_path) -> None:
+    path = tmp_path / "bench.toml"
+    path.write_text("seeds = [5]\n[run.proxy.screen]\nsteps = 8\n")
+    config = load_bench_config(path)
+    assert config.run.proxy.screen.steps == 8 and config.run.proxy.screen.lr == 3e-4
+    assert config.run.proxy.world.train_pairs == 1024  # the bench world, not the default one
+
+
+def test_statistics_and_label_noise() -> None:
+    s = stat([1.0, 2.0, 3.0])
+    assert s.mean == 2.0 and s.n == 3 and s.stderr == pytest.approx(1 / 3**0.5)
+    assert stat([]).n == 0 and stat([1.0]).stderr is None
+    assert total_label_noise(0.1, 0.1875) == pytest.approx(0.25)
+    fractions = funnel_fractions(
+        {"proposed": 10, "failed_proposal": 0, "rejected": 4, "duplicate": 3, "screened": 3, "failed_screen": 0, "degenerate": 1, "evaluated": 2}
+    )
+    assert fractions["rejected_by_checks"] == 0.4 and fractions["duplicates_of_passed"] == 0.5
