@@ -378,8 +378,9 @@ def bench_sandbox(
     naive: Optional[int] = typer.Option(None, "--naive", min=0, help="Fresh `python -c` checks to time (default max(3, min(n, 10)); 0 skips)."),
     loss: str = typer.Option("dpo", "--loss"),
     isolation: str = typer.Option("auto", "--isolation", help="auto, bwrap, unshare or none."),
+    docker: Optional[bool] = typer.Option(None, "--docker/--no-docker", help="Also time the Docker backend (default: when an engine answers)."),
 ) -> None:
-    """Checks per second and p50/p95 latency of full sandboxed checks, next to a naive fresh `python -c` per check."""
+    """Checks per second and p50/p95 latency of full sandboxed checks (isolated and Docker backends), next to a naive fresh `python -c` per check."""
     from lossforge.sandbox.bench import bench_sandbox as run_bench
     from lossforge.sandbox.protocol import SandboxError
     from lossforge.trainer.losses import LIBRARY
@@ -387,7 +388,7 @@ def bench_sandbox(
     if loss not in LIBRARY:
         _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
     try:
-        _print_json(run_bench(n, naive_n=naive, loss=loss, isolation=isolation))
+        _print_json(run_bench(n, naive_n=naive, loss=loss, isolation=isolation, docker=docker))
     except (ValueError, SandboxError) as error:
         _fail(str(error))
 

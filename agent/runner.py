@@ -81,9 +81,9 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
 
 
 def default_sandbox(config: RunConfig) -> Sandbox:
-    from lossforge.sandbox.process import ProcessSandbox
+    from lossforge.sandbox.factory import sandbox_from_config
 
-    return ProcessSandbox(timeout=config.sandbox.check_timeout, memory_mb=config.sandbox.memory_mb)
+    return sandbox_from_config(config.sandbox)
 
 
 def run_search(

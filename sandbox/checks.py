@@ -26,6 +26,8 @@ What this module guarantees
   All inputs come from a fixed-seed generator: the suite is deterministic.
 * Properties (never failures) in ``report.properties``: ``batch_coupled`` (does a pair's loss change
   when the other pairs change), ``seconds_per_call`` (median forward time at batch 64, float32),
+  ``autograd_bytes_per_call`` (memory a call at batch 64 keeps for its backward pass: saved tensors and
+  output),
   ``finite_at_batch_1``, ``loss_at_zero_margin``, ``dtypes`` (output dtype per input dtype),
   ``bfloat16_max_abs_error``, ``warnings`` (warnings the loss raised), ``policy_rule`` (on a policy
   failure). A passing report carries ``fingerprint`` (``lossforge.sandbox.fingerprint``) and
@@ -434,8 +436,31 @@ def _seconds_per_call(fn: Callable[..., Any], beta: float) -> float:
     return statistics.median(times)
 
 
+def _autograd_bytes_per_call(fn: Callable[..., Any], beta: float) -> int:
+    """Bytes a call at batch 64 (float32) keeps alive for its backward pass: the tensors autograd saves,
+    counted once per storage, plus the output. This is the loss's own memory cost in training."""
+    inputs = [t.clone().requires_grad_(i < 2) for i, t in enumerate(_random_logps(64, _gen(91)))]
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+        except (RuntimeError, NotImplementedError):
+            seen[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*inputs, beta)
+    total = sum(seen.values())
+    if isinstance(out, torch.Tensor):
+        total += out.numel() * out.element_size()
+    return int(total)
+
+
 def _record_properties(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> None:
-    for key, probe in (("batch_coupled", _batch_coupled), ("seconds_per_call", _seconds_per_call)):
+    for key, probe in (("batch_coupled", _batch_coupled), ("seconds_per_call", _seconds_per_call),
+                       ("autograd_bytes_per_call", _autograd_bytes_per_call)):
         try:
             props[key] = probe(fn, beta)
         except MemoryError:

@@ -233,23 +233,29 @@ def _under(path: str, root: str) -> bool:
 
 @dataclass(frozen=True)
 class View:
-    """What the server sees: ``hide_dirs`` emptied, ``hide_files`` blanked, ``expose`` bound back."""
+    """What the server sees: ``hide_dirs`` emptied, ``hide_files`` blanked, ``expose`` bound back.
+
+    The ``"docker"`` backend sees only its image and ``expose`` (bound read-only); ``options`` holds
+    its settings (``lossforge.sandbox.docker_backend.DockerSettings``), part of the server's identity."""
 
     backend: str
     hide_dirs: tuple[str, ...]
     hide_files: tuple[str, ...]
     expose: tuple[str, ...]
+    options: Any = None
 
     def with_paths(self, paths: list[str]) -> "View":
         """This view with ``paths`` (and their real paths) exposed too."""
         return View(self.backend, self.hide_dirs, self.hide_files, _normalise(list(self.expose) + paths,
-                                                                              self.hide_dirs))
+                                                                              self.hide_dirs), self.options)
 
     def covers(self, path: str) -> bool:
         """Whether ``path`` is visible in this view (not inside a hidden dir, or inside an exposed path)."""
         if self.backend == "none":
             return True
         path = os.path.abspath(path)
+        if self.backend == "docker":
+            return any(_under(path, e) for e in self.expose)
         if not any(_under(path, h) for h in self.hide_dirs):
             return True
         return any(_under(path, e) for e in self.expose)
@@ -453,6 +459,9 @@ def doctor(start: bool = True) -> dict[str, Any]:
     if not facts.root:
         hints.append("children keep your user id (switching to nobody needs root)")
     out["hints"] = hints
+    from lossforge.sandbox.docker_backend import docker_status
+
+    out["docker"] = docker_status()  # the optional backend: [sandbox] backend = "docker"
     if start:
         from lossforge.sandbox.process import ProcessSandbox
 

@@ -72,7 +72,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from lossforge.sandbox.isolation import (
     View,
@@ -88,6 +88,9 @@ from lossforge.sandbox.protocol import SandboxError, traceback_tail
 from lossforge.sandbox.report import CheckReport, CheckResult
 from lossforge.sandbox.server import NOBODY, SECRET_PATTERN, read_frame, write_frame
 from lossforge.sandbox.wire import safe_loads
+
+if TYPE_CHECKING:
+    from lossforge.sandbox.docker_backend import DockerSettings
 
 __all__ = ["ProcessSandbox", "SECRET_PATTERN"]
 
@@ -175,19 +178,24 @@ class _Server:
             self.started = True
             self._start()
 
-    def _start(self) -> None:
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        setup_r, setup_w = os.pipe()
-        self.stderr = tempfile.TemporaryFile()
+    def _setup(self) -> dict[str, Any]:
+        """The setup frame the server reads first (see ``server.main``)."""
         host = probe_host()
-        setup = {
+        return {
             "backend": self.view.backend, "host_pid": os.getpid(), "sys_path": server_sys_path(),
             "hide_dirs": list(self.view.hide_dirs), "hide_files": list(self.view.hide_files),
             "expose": list(self.view.expose), "host_ids": {k: v for k, v in host.host_ids.items()
                                                          if k in self.view.hide_dirs},
             "pid_namespace": self.view.backend != "none",
         }
+
+    def _launch(self, setup: dict[str, Any]) -> tuple[int, int]:
+        """Start the server process and send it ``setup``; returns (job pipe write end, message pipe read
+        end). Raises ``SandboxError`` when it cannot be started."""
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        setup_r, setup_w = os.pipe()
+        self.stderr = tempfile.TemporaryFile()
         argv = server_command(self.view, (in_r, out_w, setup_r))
         try:
             self.proc = _LAUNCHER.submit(
@@ -197,27 +205,35 @@ class _Server:
         except Exception as exc:  # noqa: BLE001
             for fd in (in_r, in_w, out_r, out_w, setup_r, setup_w):
                 os.close(fd)
-            self.dead = True
-            self.death = f"could not start the sandbox server: {type(exc).__name__}: {exc}"
-            raise SandboxError("error", self.death, traceback_tail(exc)) from exc
+            raise SandboxError("error", f"could not start the sandbox server: {type(exc).__name__}: {exc}",
+                               traceback_tail(exc)) from exc
         for fd in (in_r, out_w, setup_r):
             os.close(fd)
-        self.in_w = in_w
-        threading.Thread(target=self._reader, args=(out_r,), name="lossforge-sandbox-reader", daemon=True).start()
         try:
             write_frame(setup_w, pickle.dumps(setup))
         except OSError:
             pass
         finally:
             os.close(setup_w)
+        return in_w, out_r
+
+    def _start(self) -> None:
+        try:
+            self.in_w, out_r = self._launch(self._setup())
+        except SandboxError as exc:
+            self.dead = True
+            self.death = exc.message
+            raise
+        threading.Thread(target=self._reader, args=(out_r,), name="lossforge-sandbox-reader", daemon=True).start()
         if not self.hello.wait(STARTUP_TIMEOUT) or self.dead or not self.facts:
             reason = self.death or f"no answer within {STARTUP_TIMEOUT:g} s"
+            tail = self.stderr_tail()
             self.stop(force=True)
-            raise SandboxError("error", f"the sandbox server did not start: {reason}", self.stderr_tail())
+            raise SandboxError("error", f"the sandbox server did not start: {reason}", tail)
         if not self.facts.get("ready", False):
+            tail = self.stderr_tail()
             self.stop(force=True)
-            raise SandboxError("error", "the sandbox server could not warm up: " + "; ".join(self.notes),
-                               self.stderr_tail())
+            raise SandboxError("error", "the sandbox server could not warm up: " + "; ".join(self.notes), tail)
         self.nobody_ok = self.facts.get("identity_switch", False) and all(
             nobody_can_read(p, self.view) for p in self.view.expose)
 
@@ -264,8 +280,11 @@ class _Server:
         for waiter in waiters:
             waiter.set("died", reason + (f": {tail}" if tail else ""))
         self.hello.set()
-        if self.proc is not None and self.proc.poll() is None:
+        if self._alive():
             self.stop(force=True)
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def submit(self, job: dict[str, Any]) -> tuple[int, _Waiter]:
         """Send ``job``; raises ``_ServerGone`` if the server has died (the caller starts a new one)."""
@@ -306,6 +325,10 @@ class _Server:
                 os.close(in_w)
             except OSError:
                 pass
+        self._terminate(force)
+
+    def _terminate(self, force: bool) -> None:
+        """The job pipe is closed: wait for the server to exit, kill it if it does not."""
         proc = self.proc
         if proc is None:
             return
@@ -340,12 +363,13 @@ def _acquire(view: View, max_result_bytes: int) -> _Server:
         if server is None or server.dead:
             wider = [s for (v, m), s in _POOL.items() if m == max_result_bytes and not s.dead and
                      v.backend == view.backend and v.hide_dirs == view.hide_dirs and
-                     v.hide_files == view.hide_files and set(v.expose) >= set(view.expose)]
+                     v.hide_files == view.hide_files and v.options == view.options and
+                     set(v.expose) >= set(view.expose)]
             if wider:
                 server = min(wider, key=lambda s: len(s.view.expose))
                 key = (server.view, max_result_bytes)
             else:
-                server = _Server(view, max_result_bytes)
+                server = _server_class(view)(view, max_result_bytes)
                 _POOL[key] = server
         server.refs += 1
         if key in _IDLE:
@@ -356,6 +380,20 @@ def _acquire(view: View, max_result_bytes: int) -> _Server:
         _release(server, max_result_bytes)
         raise
     return server
+
+
+def _server_class(view: View) -> type[_Server]:
+    if view.backend == "docker":
+        from lossforge.sandbox.docker_backend import make_server_class
+
+        global _DOCKER_SERVER
+        if _DOCKER_SERVER is None:
+            _DOCKER_SERVER = make_server_class(_Server)
+        return _DOCKER_SERVER
+    return _Server
+
+
+_DOCKER_SERVER: type[_Server] | None = None
 
 
 def _release(server: _Server, max_result_bytes: int) -> None:
@@ -473,7 +511,8 @@ class ProcessSandbox:
     ``memory_mb``: address-space limit of each child, None for no limit.
     ``max_concurrency``: most children running at once across threads (default 1: serialised).
     ``isolation``: "auto" (bubblewrap, else unshare, else none; or ``LOSSFORGE_SANDBOX_ISOLATION``),
-    "bwrap", "unshare" or "none"; a backend this host lacks raises ``SandboxError``.
+    "bwrap", "unshare" or "none"; a backend this host lacks raises ``SandboxError``. "docker": the
+    server runs in a locked-down container (``lossforge.sandbox.docker_backend``; ``docker`` settings).
     ``expose``: host paths made visible (read-only) inside the sandbox besides the Python installation,
     ``sys.path`` and ``run``'s path arguments (e.g. a cache directory tasks read).
     ``max_result_mb``: largest pickled result a child may send back.
@@ -482,7 +521,7 @@ class ProcessSandbox:
 
     def __init__(self, timeout: float = 10.0, memory_mb: int | None = 4096, *, max_concurrency: int = 1,
                  isolation: str = "auto", expose: tuple[str, ...] | list[str] = (), max_result_mb: int = 64,
-                 task_processes: int | None = None) -> None:
+                 task_processes: int | None = None, docker: "DockerSettings | None" = None) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         if max_concurrency < 1:
@@ -491,11 +530,21 @@ class ProcessSandbox:
         self.memory_mb = memory_mb
         self.max_result_bytes = int(max_result_mb) << 20
         self.task_processes = task_processes if task_processes is not None else 32 + 2 * (os.cpu_count() or 1)
-        try:
-            backend = choose_backend(isolation)
-        except ValueError as exc:
-            raise SandboxError("error", str(exc)) from None
-        self._view = base_view(backend, tuple(str(p) for p in expose))
+        if isolation == "docker":
+            from lossforge.sandbox.docker_backend import DockerSettings, docker_view
+
+            settings = docker or DockerSettings()
+            if settings.memory_mb is None:  # room for one child at its limit beside the server
+                import dataclasses
+
+                settings = dataclasses.replace(settings, memory_mb=(memory_mb or 4096) + 1024)
+            self._view = docker_view(settings, tuple(str(p) for p in expose))
+        else:
+            try:
+                backend = choose_backend(isolation)
+            except ValueError as exc:
+                raise SandboxError("error", str(exc)) from None
+            self._view = base_view(backend, tuple(str(p) for p in expose))
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._lock = threading.Lock()
         self._servers: dict[View, _Server] = {}
@@ -506,7 +555,7 @@ class ProcessSandbox:
     # -- public API ---------------------------------------------------------------------------------
     @property
     def backend(self) -> str:
-        """"bwrap", "unshare" or "none"."""
+        """"bwrap", "unshare", "none" or "docker"."""
         return self._view.backend
 
     def check(self, code: str, beta: float = 0.1) -> CheckReport:
@@ -559,6 +608,10 @@ class ProcessSandbox:
         host, as measured inside the server at start (starts it if needed). Absent layers are False."""
         server = self._server_for(self._view)
         try:
+            if server.view.backend == "docker":
+                from lossforge.sandbox.docker_backend import describe_layers
+
+                return describe_layers(server, self)
             return _describe_layers(server, self)
         finally:
             self._done_with(server)
@@ -671,6 +724,14 @@ class ProcessSandbox:
                                                 f"must be picklable (a module-level function): {type(exc).__name__}: "
                                                 f"{exc}") from None
                 paths = _path_arguments(args)
+                if self._view.backend == "docker":
+                    from lossforge.sandbox.docker_backend import unreadable_in_container
+
+                    refused = [p for p in paths if unreadable_in_container(p)]
+                    if refused:
+                        raise SandboxError("error", f"the Docker sandbox's user (uid 65534) cannot read {refused[0]}: "
+                                                    "make it readable by others (chmod o+rX; its parent "
+                                                    "directories do not matter) or use the default backend")
                 needed = [n for p in paths + _task_source_roots(task) for n in self._view.needed(p)]
                 if needed:
                     with self._lock:
@@ -694,6 +755,8 @@ class ProcessSandbox:
         identity = self._identity(server, paths)
         processes = None
         uid = NOBODY if identity in ("nobody", "nobody-rootfs") else os.getuid()
+        if server.view.backend == "docker":  # the container's own user (non-root)
+            uid = int(server.facts.get("euid", NOBODY))
         if identity != "root-nocaps" and uid != 0:  # RLIMIT_NPROC does not bind root
             processes = 1 if mode != "run" else _user_tasks(uid) + self.task_processes
         job: dict[str, Any] = {

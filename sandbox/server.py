@@ -93,6 +93,7 @@ SYS_OPEN_TREE = 428
 SYS_MOVE_MOUNT = 429
 SYS_MOUNT_SETATTR = 442
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
@@ -538,7 +539,7 @@ def _isolate_child(job: dict[str, Any], result_fd: int, state: "ServerState") ->
     limits = job["limits"]
     os.setsid()
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the server died before prctl took effect
+    if os.getppid() == 1 and state.pid != 1:  # the server died before prctl took effect
         os._exit(1)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGPIPE):
@@ -701,6 +702,7 @@ class ServerState:
         self.sel = selectors.DefaultSelector()
         self.strays_possible = False
         self.main_loaded = False
+        self.pid = os.getpid()
 
     # -- host channel ------------------------------------------------------------------------------
     def send(self, *message: Any) -> None:
@@ -1053,6 +1055,33 @@ def bootstrap(argv: list[str]) -> None:
     in_fd, out_fd, setup_fd = (int(a) for a in argv[:3])
     try:
         main(in_fd, out_fd, setup_fd)
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+def socket_bootstrap(path: str) -> None:
+    """Entry of the Docker backend (``lossforge.sandbox.docker_backend``): the server runs as PID 1 of
+    its container and talks to the host over the Unix socket at ``path`` (a directory bound from the
+    host) instead of pipes. As PID 1 it cannot be killed from inside the container (the kernel drops
+    signals from the namespace to its init unless it installed a handler, so SIGINT goes back to the
+    default), and non-dumpable, so a child of the same user cannot ptrace it or read its memory."""
+    if os.getpid() == 1:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        prctl(PR_SET_DUMPABLE, 0)
+    except OSError:
+        pass
+    # Two connections, jobs in and messages out: separate open files, so making the job side
+    # non-blocking (the loop's selector) leaves the message side blocking.
+    fds = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        fds.append(sock.detach())
+    try:
+        main(fds[0], fds[1], os.dup(fds[0]))
     except BaseException:  # noqa: BLE001
         traceback.print_exc()
         os._exit(1)

@@ -1,6 +1,7 @@
 """Helpers shared by test modules (not fixtures of every test: import what you use)."""
 from __future__ import annotations
 
+import os
 import types
 from typing import Iterator
 
@@ -27,3 +28,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def require_docker_engine() -> None:
+    """Skip (with the reason) where no Docker engine answers; fail instead where the environment says an
+    engine must be there (``LOSSFORGE_REQUIRE_DOCKER=1``, set by ``scripts/test.sh`` after it started one),
+    so CI never skips the Docker tests silently."""
+    from lossforge.sandbox.docker_backend import docker_status
+
+    status = docker_status()
+    if status["available"]:
+        return
+    reason = f"no Docker engine: {status['reason']}"
+    if os.environ.get("LOSSFORGE_REQUIRE_DOCKER") == "1":
+        pytest.fail(reason + " (LOSSFORGE_REQUIRE_DOCKER=1: the engine must be running)")
+    pytest.skip(reason)

@@ -40,6 +40,8 @@ def test_good_losses_pass_every_check(code: str, name: str) -> None:
     assert report.fingerprint is not None and len(report.fingerprint) == FINGERPRINT_LENGTH
     assert report.properties["batch_coupled"] is False
     assert report.properties["seconds_per_call"] > 0
+    # DPO keeps a few (64,) float32 tensors for its backward pass: kilobytes, not a (64, 64) matrix.
+    assert 256 <= report.properties["autograd_bytes_per_call"] < 64 * 64 * 4
     assert report.summary() == "passed all checks"
 
 
@@ -54,6 +56,16 @@ def test_batch_coupled_property() -> None:
     report = run_checks(BATCH_NORMALISED)
     assert report.passed, report.summary()
     assert report.properties["batch_coupled"] is True
+
+
+def test_memory_per_call_sees_large_intermediates() -> None:
+    outer = loss("""
+pairwise = rho[:, None] - rho[None, :]
+return -F.logsigmoid(rho) + 0.0 * torch.sigmoid(pairwise).mean(dim=1)
+""")
+    small = run_checks(DPO).properties["autograd_bytes_per_call"]
+    large = run_checks(outer).properties["autograd_bytes_per_call"]
+    assert large >= 64 * 64 * 4 > small
 
 
 BROKEN = [

@@ -226,7 +226,7 @@ def test_layers_say_what_is_in_effect() -> None:
 def test_bench_sandbox_smoke() -> None:
     from lossforge.sandbox.bench import bench_sandbox
 
-    result = bench_sandbox(3, naive_n=1)
+    result = bench_sandbox(3, naive_n=1, docker=False)
     assert result["isolated"]["n"] == 3 and result["naive_subprocess"]["n"] == 1
     assert result["isolated"]["p50_ms"] > 0 and result["isolated"]["checks_per_second"] > 0
     assert result["speedup_p50"] > 3  # a warm fork is far cheaper than a fresh interpreter + torch import
