@@ -363,6 +363,12 @@ def doctor(
         for name, value in report.get("layers", {}).items():
             table.add_row(name, "[red]absent[/]" if value is False else "[green]yes[/]" if value is True else str(value))
         out.print(table)
+        docker = report.get("docker") or {}
+        if docker.get("available"):
+            out.print(f"[bold]docker backend[/] engine {docker['engine_version']}, image {docker['image']} "
+                      f"({'present' if docker['image_present'] else 'made on first use'})")
+        else:
+            out.print(f"[bold]docker backend[/] unavailable: {docker.get('reason', '?')}")
         for what, why in report.get("problems", {}).items():
             out.print(f"[yellow]{what}[/]: {why}")
         for hint in report.get("hints", []):
