@@ -13,6 +13,9 @@ What it guarantees
 * Judgements go through the on-disk cache at ``cache``, so an interrupted or repeated run pays only for
   what it has not judged yet; spending is limited by ``budget`` and priced by ``prices``.
 * The summary never contains the API key (only the name of its environment variable).
+* ``JudgeEndpoint`` is the reusable part of a run (endpoint, judge model, question files, limits) as
+  configuration (the tools' ``[judge]`` settings, the search's ``[train.judge]``);
+  ``endpoint.run(benchmark, answers=... | model_path=...)`` turns it into a ``JudgeRun``.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from lossforge.evaluators.questions import Question, load_arena_hard, load_mt_be
 from lossforge.llm.client import LLMClient
 from lossforge.llm.cost import Budget, BudgetLimits, PriceTable
 
-__all__ = ["JudgeRun", "JudgeRunError", "run_judge"]
+__all__ = ["JudgeEndpoint", "JudgeRun", "JudgeRunError", "run_judge", "normalise_benchmark"]
 
 
 class JudgeRunError(ValueError):
@@ -61,6 +64,52 @@ class JudgeRun(BaseModel):
     generation: GenerationSettings = GenerationSettings()
     bootstrap_rounds: int = Field(1000, ge=10)
     seed: int = 0
+
+
+def normalise_benchmark(name: str) -> Literal["mt_bench", "arena_hard"]:
+    """'mt-bench' / 'mt_bench' / 'MT-Bench' -> 'mt_bench'; the same for Arena-Hard; ValueError otherwise."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in ("mt_bench", "arena_hard"):
+        raise ValueError(f"unknown benchmark {name!r}: use 'mt-bench' or 'arena-hard'")
+    return key  # type: ignore[return-value]
+
+
+class JudgeEndpoint(BaseModel):
+    """An OpenAI-compatible judge and the question sets it grades, as configuration (no API key in it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")
+    model: str = Field(min_length=1, description="The judge model.")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the key ('' or none: no key).")
+    mt_bench_questions: Path | None = Field(None, description="FastChat MT-Bench question.jsonl (or its folder).")
+    arena_hard_questions: Path | None = Field(None, description="Arena-Hard question-v0.1.jsonl (or its folder).")
+    arena_hard_baseline: Path | None = Field(None, description="Arena-Hard: the baseline model's answers (jsonl).")
+    limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
+    max_workers: int = Field(8, ge=1, le=256)
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    cache: Path | None = Field(None, description="Judgement cache (default: beside the caller's work files).")
+    prices: PriceTable = PriceTable()
+    budget: BudgetLimits = BudgetLimits()
+    generation: GenerationSettings = GenerationSettings()
+
+    def run(self, benchmark: str, *, answers: Path | None = None, model_path: Path | None = None,
+            answers_out: Path | None = None, cache: Path | None = None) -> JudgeRun:
+        """The ``JudgeRun`` grading ``answers`` (or the answers ``model_path`` generates) on ``benchmark``."""
+        bench = normalise_benchmark(benchmark)
+        questions = self.mt_bench_questions if bench == "mt_bench" else self.arena_hard_questions
+        if questions is None:
+            key = "mt_bench_questions" if bench == "mt_bench" else "arena_hard_questions"
+            raise JudgeRunError(f"no {bench} question file configured: set the judge's {key}")
+        return JudgeRun(
+            benchmark=bench, questions=questions, answers=answers, model_path=model_path, answers_out=answers_out,
+            baseline_answers=self.arena_hard_baseline if bench == "arena_hard" else None, limit=self.limit,
+            judge=JudgeSettings(model=self.model, max_workers=self.max_workers), base_url=self.base_url,
+            api_key_env=self.api_key_env or None, timeout=self.timeout, max_retries=self.max_retries,
+            prices=self.prices, budget=self.budget, generation=self.generation,
+            cache=cache or self.cache or Path("~/.cache/lossforge/judgements.sqlite"),
+        )
 
 
 def _questions(run: JudgeRun) -> list[Question]:

@@ -1,10 +1,10 @@
 """The tool API: plain typed functions over the sandbox, the proxy and the archive (reused by other agents).
 
 * `lossforge.tools.api`: the functions (`check_loss`, `screen_loss`, `compare_losses`, `plot_loss`,
-  `archive_top`, `archive_get`, `propose_from`, and `submit_training` / `job_status` / `judge`, which
-  raise `ToolUnavailable` until their capabilities land) with pydantic input and result models.
-* `lossforge.tools.context`: `ToolSettings` (proxy, cache, sandbox and input limits) and `ToolContext`
-  (one sandbox per context).
+  `archive_top`, `archive_get`, `propose_from`, `submit_training`, `job_status`, `judge`) with pydantic
+  input and result models; `lossforge.tools.core` is the check / screen code path the search shares.
+* `lossforge.tools.context`: `ToolSettings` (proxy, cache, sandbox, input limits, training, judge) and
+  `ToolContext` (one sandbox and one training launcher per context).
 * `lossforge.tools.mcp_server`: the MCP server (stdio, or streamable HTTP with a bearer token).
 * `lossforge.tools.langchain_tools()`: the same functions as LangChain tools.
 

@@ -17,8 +17,14 @@ What it guarantees
   `passed=False` and the failed check's evidence and hint.
 * Archive tools open the archive read-only and `propose_from` writes no candidate to the run (with the
   LLM proposer it adds what it spends to the run's LLM budget, kept in the archive).
-* `submit_training`, `job_status` and `judge` are part of the schema but raise `ToolUnavailable`
-  until the GPU trainer / launchers and the judges land.
+* `submit_training` checks the loss in the sandbox before any job is made, and submits through the
+  context's launcher (LocalLauncher by default) keyed by the job key (a hash of the loss code and the
+  training config): the same loss with the same config is one job, however often and from however many
+  processes it is submitted. `job_status` reads the launcher and the job's files; `judge` grades through
+  `evaluators.judge_run` (an OpenAI-compatible endpoint from `settings.judge`) or, without one, reports
+  the job's held-out preference accuracy and reward margin, and says so in `kind` and `note`.
+* The search's own nodes use these same code paths: checks and screens through `tools.core`, training
+  and judging through `submit_training` / `job_status` / `judge` (the optional train stage).
 
 What it does not guarantee
 --------------------------
@@ -38,11 +44,11 @@ from typing import Any, Callable
 from pydantic import BaseModel, Field, ValidationError
 
 from lossforge.sandbox.report import CheckResult
+from lossforge.tools.core import check_candidate, screen_candidate
 from lossforge.tools.context import (
     ToolContext,
     ToolError,
     ToolInputError,
-    ToolUnavailable,
     default_context,
 )
 
@@ -55,8 +61,8 @@ __all__ = [
     "ArchiveGetInput", "ProposeFromInput", "SubmitTrainingInput", "JobStatusInput", "JudgeInput",
     # results
     "CheckLossResult", "ScreenRun", "ScreenLossResult", "CompareRow", "CompareLossesResult", "LossCurve",
-    "PlotResult", "CandidateSummary", "ArchiveTopResult", "CandidateDetail", "ProposalResult", "JobHandle",
-    "JobStatusResult", "JudgeResult",
+    "PlotResult", "CandidateSummary", "ArchiveTopResult", "CandidateDetail", "ProposalResult",
+    "SubmitTrainingResult", "JobHandle", "JobStatusResult", "JudgeResult",
 ]
 
 Progress = Callable[[float, float, str], None]
@@ -112,17 +118,24 @@ class ProposeFromInput(BaseModel):
 
 class SubmitTrainingInput(BaseModel):
     code: str = Field(description=_CODE_DESC)
-    beta: float = Field(0.05, gt=0, le=10, description=_BETA_DESC)
-    launcher: str = Field("local", description="Where to train: 'local', 'ray' or 'slurm'.")
+    job_config: dict[str, Any] | None = Field(
+        None,
+        description="Training settings on top of the server's base job (TRL JobConfig fields), e.g. "
+        '{"beta": 0.05, "learning_rate": 5e-7, "max_steps": 200}; model and dataset too if the server has no '
+        "base job. Omit to train with the server's settings.",
+    )
 
 
 class JobStatusInput(BaseModel):
-    job_id: str = Field(description="The id returned by submit_training.")
+    job_id: str = Field(description="The job_id returned by submit_training (24 hex digits).")
 
 
 class JudgeInput(BaseModel):
-    job_id: str = Field(description="A finished training job's id.")
+    job_id: str | None = Field(None, description="A finished training job's id (give this or answers).")
     benchmark: str = Field("mt-bench", description="'mt-bench' or 'arena-hard'.")
+    answers: dict[str, list[str]] | None = Field(
+        None, description="Answers to grade instead of a job: question id -> the answer to each turn."
+    )
 
 
 # -- results -------------------------------------------------------------------------------------------
@@ -244,21 +257,56 @@ class ProposalResult(BaseModel):
     hint: str | None = None
 
 
-class JobHandle(BaseModel):
-    job_id: str
-    status: str
+class SubmitTrainingResult(BaseModel):
+    """A submitted training job (or a loss rejected before any job was made)."""
+
+    job_id: str | None = Field(description="Pass it to job_status and judge; None when the loss was rejected.")
+    status: str = Field(description="'queued', 'running', 'succeeded', 'failed', 'timeout', 'cancelled' or 'rejected'.")
+    reused: bool = Field(False, description="True: this exact loss and config was submitted before; no new job was made.")
+    launcher: str | None = None
+    job_dir: str | None = None
+    check: CheckLossResult | None = None
+    summary: str
+
+
+JobHandle = SubmitTrainingResult  # the name this result had before training landed
 
 
 class JobStatusResult(BaseModel):
+    """Where a training job is, and what it measured."""
+
     job_id: str
-    status: str
-    detail: str | None = None
+    status: str = Field(description="'queued', 'running', 'succeeded', 'failed', 'timeout' or 'cancelled'.")
+    done: bool = Field(description="True once the job will not change any more.")
+    progress: dict[str, Any] = Field(
+        default_factory=dict, description="phase, step, max_steps, fraction and the last logged training metrics."
+    )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="When finished: eval_accuracy (held-out pairs whose implicit reward margin is > 0), "
+        "eval_margin (mean margin), eval_pairs, train_loss, steps, seconds.",
+    )
+    error: str | None = Field(None, description="Why a job did not succeed (its own error, exit code, timeout).")
+    stderr_tail: str | None = Field(None, description="The end of the job's stderr when it did not succeed.")
+    job_dir: str | None = None
+    summary: str
 
 
 class JudgeResult(BaseModel):
-    job_id: str
+    """A score for a trained model (or for answers): an LLM judge's, or the job's held-out metrics."""
+
+    job_id: str | None = None
     benchmark: str
-    score: float | None = None
+    kind: str = Field(description="'llm_judge', or 'preference_accuracy' when no judge endpoint is configured "
+                                  "or the job saved no model.")
+    score: float | None = Field(None, description="MT-Bench mean rating (1-10), Arena-Hard win rate (0-1), or the "
+                                                  "held-out preference accuracy (0-1); higher is better.")
+    score_name: str = Field(description="'mt_bench_mean', 'arena_hard_win_rate' or 'eval_accuracy'.")
+    eval_accuracy: float | None = None
+    eval_margin: float | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="The judge's summary (per turn, category, CI).")
+    usd: float = 0.0
+    note: str = ""
 
 
 # -- helpers -------------------------------------------------------------------------------------------
@@ -340,7 +388,7 @@ def check_loss(code: str, beta: float = 0.1, *, context: ToolContext | None = No
     ctx = _ctx(context)
     args = _validate(CheckLossInput, code=code, beta=beta)
     _check_code(args.code, ctx)
-    return _check_result(ctx.sandbox.check(args.code, args.beta))
+    return _check_result(check_candidate(ctx.sandbox, args.code, args.beta))
 
 
 def screen_loss(
@@ -360,9 +408,6 @@ def screen_loss(
     move, negative means it got worse; DPO scores about 1.06 at beta 0.1. Returns every run and the mean
     (None unless all runs were evaluated).
     """
-    from lossforge.sandbox.protocol import SandboxError
-    from lossforge.trainer.proxy.api import screen_with_settings
-
     ctx = _ctx(context)
     args = _validate(ScreenLossInput, code=code, seeds=seeds, betas=betas)
     _check_code(args.code, ctx)
@@ -372,7 +417,7 @@ def screen_loss(
         progress(0, total, "checking")
     check = None
     for beta in args.betas:
-        check = _check_result(ctx.sandbox.check(args.code, beta))
+        check = _check_result(check_candidate(ctx.sandbox, args.code, beta))
         if not check.passed:
             return ScreenLossResult(
                 passed_checks=False, check=check, status="rejected",
@@ -395,25 +440,15 @@ def screen_loss(
             raise ToolError(f"could not prepare the proxy world of seed {seed}: {type(error).__name__}: {error}") from error
         for beta in args.betas:
             screen_settings = settings.proxy.screen.model_copy(update={"beta": beta}).model_dump()
-            started = time.perf_counter()
-            try:
-                data = ctx.sandbox.run(
-                    args.code, screen_with_settings, settings.proxy.world.model_dump(), screen_settings, seed, cache,
-                    timeout=settings.screen_timeout,
-                )
-            except SandboxError as error:
-                runs.append(ScreenRun(seed=seed, beta=beta, status="failed", error=f"{error.kind}: {error.message}",
-                                      seconds=round(time.perf_counter() - started, 3)))
-            else:
-                fitness = _finite(data.get("fitness"))
-                runs.append(ScreenRun(
-                    seed=seed, beta=beta, fitness=fitness,
-                    status="evaluated" if fitness is not None else "degenerate",
-                    error=None if fitness is not None else str(data.get("degenerate") or "non-finite fitness"),
-                    final_kl=_finite(data.get("final_kl")), final_reward_gain=_finite(data.get("final_reward_gain")),
-                    preference_accuracy=_finite(data.get("preference_accuracy")),
-                    seconds=round(float(data.get("seconds") or time.perf_counter() - started), 3),
-                ))
+            outcome = screen_candidate(ctx.sandbox, args.code, settings.proxy.world.model_dump(), screen_settings,
+                                       seed, cache, settings.screen_timeout)
+            data = outcome.result or {}
+            runs.append(ScreenRun(
+                seed=seed, beta=beta, fitness=outcome.fitness, status=outcome.status, error=outcome.error,
+                final_kl=_finite(data.get("final_kl")), final_reward_gain=_finite(data.get("final_reward_gain")),
+                preference_accuracy=_finite(data.get("preference_accuracy")),
+                seconds=round(float(data.get("seconds") or outcome.seconds), 3),
+            ))
             done += 1
             if progress:
                 last = runs[-1]
@@ -673,29 +708,138 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
                           parent_ids=list(proposal.parent_ids), proposer=proposer_name, step=step, hint=args.hint)
 
 
-def submit_training(code: str, beta: float = 0.05, launcher: str = "local", *,
-                    context: ToolContext | None = None) -> JobHandle:
-    """Submit a full GPU training run (TRL DPOTrainer with this loss) through a launcher; returns a job id.
+def submit_training(code: str, job_config: dict[str, Any] | None = None, *,
+                    context: ToolContext | None = None) -> SubmitTrainingResult:
+    """Train a model with this loss: a full TRL DPO training job through the server's launcher. Returns a job_id.
 
-    Not available yet: raises ToolUnavailable until the GPU trainer and launchers land.
+    The loss is checked first (like check_loss, at the job's beta); a loss that fails is not submitted
+    (status 'rejected', with the failed check). The job DPO-trains the server's SFT model on its preference
+    data with the loss and evaluates it on held-out pairs; it runs in the background (minutes to hours), so
+    poll job_status(job_id) until done is true, then call judge(job_id=...). Submitting the same code with
+    the same settings again returns the same job (reused=true) instead of training twice. job_config
+    overrides the server's training settings (TRL JobConfig fields such as beta, learning_rate, max_steps).
     """
-    raise ToolUnavailable("submit_training", "the GPU trainer (TRL DPOTrainer job) and the launchers (local / Ray / Slurm)")
+    from lossforge.tools import training
+    from lossforge.trainer.launchers.base import TrainJob
+
+    ctx = _ctx(context)
+    args = _validate(SubmitTrainingInput, code=code, job_config=job_config)
+    _check_code(args.code, ctx)
+    config = training.job_config(ctx, args.job_config)
+    check = _check_result(check_candidate(ctx.sandbox, args.code, config.beta))
+    if not check.passed:
+        return SubmitTrainingResult(job_id=None, status="rejected", check=check,
+                                    summary=f"not submitted: the loss failed the checks: {check.summary}")
+    launcher = ctx.launcher
+    job = TrainJob(config=config, loss_code=args.code, time_limit_s=ctx.settings.training.time_limit_s)
+    try:
+        handle = launcher.submit(job)
+        status = launcher.status(handle).value
+    except Exception as error:  # noqa: BLE001 - a backend that refuses the job: say which and why
+        raise ToolError(f"the {getattr(launcher, 'backend', 'training')} launcher could not submit the job: "
+                        f"{type(error).__name__}: {error}") from error
+    ctx.job_handles[handle.key] = handle
+    what = "already submitted before; returning that job" if handle.reused else "submitted"
+    return SubmitTrainingResult(job_id=handle.key, status=status, reused=handle.reused, launcher=handle.backend,
+                                job_dir=handle.job_dir, check=check,
+                                summary=f"job {handle.key} {what} ({status}); poll job_status for progress")
 
 
 def job_status(job_id: str, *, context: ToolContext | None = None) -> JobStatusResult:
-    """The status of a training job submitted with submit_training.
+    """The status of a training job from submit_training: status, progress, metrics, and why it failed.
 
-    Not available yet: raises ToolUnavailable until the launchers land.
+    status is 'queued', 'running', 'succeeded', 'failed', 'timeout' or 'cancelled'; done is true once it
+    will not change. While it runs, progress has the phase, step / max_steps and the last training loss.
+    When it succeeded, metrics has eval_accuracy (the share of held-out preference pairs the trained model
+    prefers correctly; higher is better) and eval_margin; then call judge(job_id=...). When it did not
+    succeed, error says why and stderr_tail shows the end of its log.
     """
-    raise ToolUnavailable("job_status", "the launchers (local / Ray / Slurm)")
+    from lossforge.tools import training
+
+    ctx = _ctx(context)
+    args = _validate(JobStatusInput, job_id=job_id)
+    handle = training.find_job(ctx, args.job_id)
+    status = ctx.launcher.status(handle)
+    progress = training.read_progress(handle.job_dir)
+    metrics: dict[str, Any] = {}
+    error = tail = None
+    if status.terminal:
+        result = training.job_result(ctx, handle)
+        metrics = {k: v for k, v in dict(
+            eval_accuracy=_finite(result.eval_accuracy), eval_margin=_finite(result.eval_margin),
+            eval_pairs=result.eval_pairs, train_loss=_finite(result.train_loss), steps=result.steps,
+            train_seconds=round(result.train_seconds, 3), total_seconds=round(result.total_seconds, 3),
+        ).items() if v is not None}
+        if not result.ok:
+            error = result.error
+            tail = training.stderr_tail(handle.job_dir)
+    if status.value == "succeeded":
+        summary = (f"job {args.job_id} succeeded: held-out preference accuracy {metrics.get('eval_accuracy')}, "
+                   f"mean reward margin {metrics.get('eval_margin')}")
+    elif status.terminal:
+        summary = f"job {args.job_id} {status.value}: {(error or '').splitlines()[0] if error else 'no error recorded'}"
+    else:
+        where = f" at step {progress['step']}/{progress['max_steps']}" if "fraction" in progress else ""
+        summary = f"job {args.job_id} is {status.value}{where} ({progress.get('phase', 'waiting')})"
+    return JobStatusResult(job_id=args.job_id, status=status.value, done=status.terminal, progress=progress,
+                           metrics=metrics, error=error, stderr_tail=tail, job_dir=handle.job_dir, summary=summary)
 
 
-def judge(job_id: str, benchmark: str = "mt-bench", *, context: ToolContext | None = None) -> JudgeResult:
-    """Judge a trained model's answers on MT-Bench or Arena-Hard with an LLM judge.
+def judge(job_id: str | None = None, benchmark: str = "mt-bench", answers: dict[str, list[str]] | None = None, *,
+          context: ToolContext | None = None) -> JudgeResult:
+    """Score a trained model (job_id from submit_training, once job_status says succeeded) or a set of answers.
 
-    Not available yet: raises ToolUnavailable until the LLM judges land.
+    With an LLM judge endpoint configured on the server: the trained model answers the benchmark's
+    questions (kept with the job, so judging again costs nothing) and the judge grades them: MT-Bench is a
+    mean rating 1-10 over both turns, Arena-Hard a win rate (0-1) against a baseline. Without an endpoint,
+    or for a job that saved no model (a proxy-sized job), the score is the job's held-out preference
+    accuracy (0-1) with its mean reward margin (kind 'preference_accuracy'). answers ({question id: [answer
+    per turn]}) grades given answers instead of a job and needs an endpoint. Higher is better.
     """
-    raise ToolUnavailable("judge", "the LLM judges (MT-Bench / Arena-Hard over an OpenAI-compatible endpoint)")
+    from lossforge.evaluators.judge_run import normalise_benchmark
+    from lossforge.tools import training
+
+    ctx = _ctx(context)
+    args = _validate(JudgeInput, job_id=job_id, benchmark=benchmark, answers=answers)
+    try:
+        bench = normalise_benchmark(args.benchmark)
+    except ValueError as error:
+        raise ToolInputError(str(error)) from None
+    if (args.job_id is None) == (args.answers is None):
+        raise ToolInputError("give exactly one of job_id (a finished training job) or answers (to grade directly).")
+    score_name = "mt_bench_mean" if bench == "mt_bench" else "arena_hard_win_rate"
+
+    def llm_result(summary: dict[str, Any], **extra: Any) -> JudgeResult:
+        score = summary.get("mean") if bench == "mt_bench" else summary.get("win_rate")
+        return JudgeResult(benchmark=bench, kind="llm_judge", score=_finite(score), score_name=score_name,
+                           details=json.loads(json.dumps(summary, default=str)), usd=float(summary.get("usd") or 0.0),
+                           **extra)
+
+    if args.answers is not None:
+        if not args.answers:
+            raise ToolInputError("answers is empty: give question id -> [answer per turn].")
+        return llm_result(training.judge_answers(ctx, args.answers, bench),
+                          note=f"{len(args.answers)} answer sets graded by {ctx.settings.judge.model}")
+
+    handle = training.find_job(ctx, args.job_id)
+    status = ctx.launcher.status(handle)
+    if status.value != "succeeded":
+        hint = "poll job_status until done" if not status.terminal else "see job_status for its error"
+        raise ToolError(f"job {args.job_id} is {status.value}: only a succeeded job can be judged ({hint}).")
+    result = training.job_result(ctx, handle)
+    metrics = dict(eval_accuracy=_finite(result.eval_accuracy), eval_margin=_finite(result.eval_margin))
+    if ctx.settings.judge is not None and result.model_dir:
+        summary = training.judge_job(ctx, handle, result.model_dir, bench)
+        return llm_result(summary, job_id=args.job_id, **metrics,
+                          note=f"answers of the trained model graded by {ctx.settings.judge.model}")
+    why = ("no LLM judge endpoint is configured" if ctx.settings.judge is None
+           else "the job saved no model to generate answers with")
+    return JudgeResult(
+        job_id=args.job_id, benchmark=bench, kind="preference_accuracy", score=metrics["eval_accuracy"],
+        score_name="eval_accuracy", **metrics,
+        details={"eval_pairs": result.eval_pairs, "train_loss": _finite(result.train_loss), "steps": result.steps},
+        note=f"{why}: the score is the held-out preference accuracy of the trained model, not an LLM judge's rating",
+    )
 
 
 TOOLS: dict[str, tuple[Callable[..., BaseModel], type[BaseModel]]] = {

@@ -11,6 +11,11 @@ What it guarantees
   before any screen, once per seed per context. Thread-safe: tools may run from worker threads.
 * `default_context()` is the lazily created process-wide context used when a tool is called without
   one; `close_default_context()` closes it (registered with `atexit`).
+* Training and judging: `settings.training` (the launcher, the base job configuration, the jobs folder,
+  the time limit) and `settings.judge` (an OpenAI-compatible judge endpoint, or None). The context's
+  launcher is created on first use (`LocalLauncher` by default) with its jobs under `jobs_dir()`
+  (default `work_dir()/jobs`), or passed in; `work_dir()` defaults to `cache_dir/tools`. Job state is on
+  disk there, so a new context on the same folder finds the jobs of an earlier one.
 
 What it does not guarantee
 --------------------------
@@ -25,6 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lossforge.evaluators.judge_run import JudgeEndpoint
+from lossforge.trainer.launchers.settings import LauncherSettings
 from lossforge.trainer.proxy.config import ProxyConfig
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "ToolInputError",
     "ToolUnavailable",
     "ToolSettings",
+    "TrainingSettings",
     "ToolContext",
     "default_context",
     "close_default_context",
@@ -58,6 +66,20 @@ class ToolUnavailable(ToolError):
         )
 
 
+class TrainingSettings(BaseModel):
+    """How `submit_training` trains: where (launcher), what (the base job configuration), how long."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    launcher: LauncherSettings = LauncherSettings()
+    job: dict[str, Any] | None = Field(
+        None, description="JobConfig fields every submission starts from (model, dataset, beta, ...)."
+    )
+    job_file: Path | None = Field(None, description="A TOML or JSON file of JobConfig fields (under `job`).")
+    jobs_dir: Path | None = Field(None, description="Where job directories go (default: work_dir/jobs).")
+    time_limit_s: float = Field(6 * 3600.0, gt=0, description="A job is killed after this many seconds.")
+
+
 class ToolSettings(BaseModel):
     """What the tools run with. Every limit is checked before any work starts."""
 
@@ -78,6 +100,9 @@ class ToolSettings(BaseModel):
     run_roots: list[Path] | None = Field(
         None, description="If set, archive tools only read run directories under one of these folders."
     )
+    work_dir: Path | None = Field(None, description="Training jobs, answers and judgements (default: cache_dir/tools).")
+    training: TrainingSettings = TrainingSettings()
+    judge: JudgeEndpoint | None = Field(None, description="The LLM judge; None: judge falls back to the job's metrics.")
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser().resolve()
@@ -92,6 +117,11 @@ class ToolSettings(BaseModel):
             "screen_timeout": config.sandbox.screen_timeout,
             "memory_mb": config.sandbox.memory_mb,
         }
+        train = getattr(config, "train", None)
+        if train is not None:
+            data["training"] = {"launcher": train.launcher, "job_file": train.job, "jobs_dir": train.jobs_dir,
+                                "time_limit_s": train.time_limit_s}
+            data["judge"] = train.judge
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(data)
 
@@ -111,10 +141,13 @@ class ToolContext:
     is closed too only when `own_sandbox=True`.
     """
 
-    def __init__(self, settings: ToolSettings | None = None, *, sandbox: Any = None, own_sandbox: bool = False) -> None:
+    def __init__(self, settings: ToolSettings | None = None, *, sandbox: Any = None, own_sandbox: bool = False,
+                 launcher: Any = None) -> None:
         self.settings = settings or ToolSettings()
         self._sandbox = sandbox
         self._own_sandbox = sandbox is None or own_sandbox
+        self._launcher = launcher
+        self.job_handles: dict[str, Any] = {}  # job key -> the launcher's handle, for jobs submitted here
         self._lock = threading.Lock()
         self._prepared: set[tuple[str, int]] = set()
         self._prepare_lock = threading.Lock()
@@ -146,6 +179,32 @@ class ToolContext:
             cache.mkdir(parents=True, exist_ok=True)
             prepare(self.settings.proxy, seed, cache)
             self._prepared.add(key)
+
+    def work_dir(self) -> Path:
+        """Where training jobs, generated answers and judgements go (created on first use)."""
+        path = Path(self.settings.work_dir or self.settings.resolved_cache_dir() / "tools").expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def jobs_dir(self) -> Path:
+        """The launcher's root: one directory per job key."""
+        configured = self.settings.training.jobs_dir
+        return Path(configured).expanduser().resolve() if configured is not None else self.work_dir() / "jobs"
+
+    @property
+    def launcher(self) -> Any:
+        """The training launcher of this context (created on first use from `settings.training.launcher`)."""
+        with self._lock:
+            if self._closed:
+                raise ToolError("this tool context is closed")
+            if self._launcher is None:
+                from lossforge.trainer.launchers.settings import make_launcher
+
+                try:
+                    self._launcher = make_launcher(self.settings.training.launcher, self.jobs_dir())
+                except ImportError as error:
+                    raise ToolError(str(error)) from error
+            return self._launcher
 
     def output_dir(self) -> Path:
         """Where plots go: `settings.output_dir`, else a temporary directory removed on `close()`."""

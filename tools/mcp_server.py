@@ -18,7 +18,8 @@ What it guarantees
   comes back as a tool result with `isError` and a clear message; the server keeps serving. Candidate
   code only ever runs in the sandbox.
 * The settings come from a `lossforge run` TOML (`--config`, or the file named by
-  `LOSSFORGE_MCP_CONFIG`): its `[proxy.world]`, `[proxy.screen]`, `[sandbox]` and `cache_dir`. One
+  `LOSSFORGE_MCP_CONFIG`): its `[proxy.world]`, `[proxy.screen]`, `[sandbox]`, `cache_dir` and, for
+  training and judging, `[train]` (`job`, `launcher`, `jobs_dir`, `time_limit_s`, `[train.judge]`). One
   `ToolContext` (one sandbox) per server, closed when the server stops.
 """
 from __future__ import annotations
@@ -55,6 +56,9 @@ reference_chosen_logps, reference_rejected_logps, beta) -> losses of shape (batc
 torch.nn.functional as F and math. Workflow: check_loss (milliseconds) -> screen_loss (seconds; proxy
 fitness, higher is better, DPO ~1.06) -> compare_losses against DPO; plot_loss shows the loss's shape.
 archive_top / archive_get read a search run; propose_from proposes a new loss from a run's archive.
+Full training: submit_training (a TRL DPO job in the background; returns a job_id) -> poll job_status
+until done -> judge(job_id) (an LLM judge's MT-Bench / Arena-Hard score, or the held-out preference
+accuracy when the server has no judge endpoint).
 """
 
 Code = Annotated[str, Field(description=api._CODE_DESC)]
@@ -129,18 +133,25 @@ def build_server(context: ToolContext) -> Any:
         return await call(api.propose_from, run_dir, hint)
 
     @server.tool(description=_doc(api.submit_training))
-    async def submit_training(code: Code, beta: Beta = 0.05,
-                              launcher: Annotated[str, Field(description="'local', 'ray' or 'slurm'.")] = "local") -> api.JobHandle:
-        return await call(api.submit_training, code, beta, launcher)
+    async def submit_training(
+        code: Code,
+        job_config: Annotated[dict[str, Any] | None, Field(
+            description="TRL JobConfig fields on top of the server's base job, e.g. {\"beta\": 0.05, \"max_steps\": 200}.")] = None,
+    ) -> api.SubmitTrainingResult:
+        return await call(api.submit_training, code, job_config)
 
     @server.tool(description=_doc(api.job_status))
-    async def job_status(job_id: Annotated[str, Field(description="The id returned by submit_training.")]) -> api.JobStatusResult:
+    async def job_status(job_id: Annotated[str, Field(description="The job_id returned by submit_training.")]) -> api.JobStatusResult:
         return await call(api.job_status, job_id)
 
     @server.tool(description=_doc(api.judge))
-    async def judge(job_id: Annotated[str, Field(description="A finished training job's id.")],
-                    benchmark: Annotated[str, Field(description="'mt-bench' or 'arena-hard'.")] = "mt-bench") -> api.JudgeResult:
-        return await call(api.judge, job_id, benchmark)
+    async def judge(
+        job_id: Annotated[str | None, Field(description="A succeeded training job's id (or give answers).")] = None,
+        benchmark: Annotated[str, Field(description="'mt-bench' or 'arena-hard'.")] = "mt-bench",
+        answers: Annotated[dict[str, list[str]] | None, Field(
+            description="Answers to grade instead of a job: question id -> [answer per turn].")] = None,
+    ) -> api.JudgeResult:
+        return await call(api.judge, job_id, benchmark, answers)
 
     return server
 

@@ -23,6 +23,10 @@ What it guarantees
 * The job directory receives ``model/`` (weights + tokenizer, unless ``save_model=false``),
   ``metrics.json`` (TRL's log history, eval metrics, timings, ref-cache use), ``train.log`` and
   ``result.json`` (the ``JobResult``), also for a failed job.
+* ``progress.json`` in the job directory says where a running job is: ``phase`` (``checking``,
+  ``loading``, ``training``, ``evaluating``, ``saving``, ``done``, ``failed``), ``step`` / ``max_steps``
+  and the last logged training metrics; it is rewritten atomically at each phase and each logging step,
+  so a status query (``tools.api.job_status``) can read it at any time.
 * Fitness until an LLM judge is wired: held-out preference accuracy (share of eval pairs whose implicit
   reward margin ``beta * (chosen log-ratio - rejected log-ratio)`` is > 0) and the mean margin, computed
   exactly over all eval pairs (not as a mean of per-batch means).
@@ -432,6 +436,36 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_progress(job_dir: Path, phase: str, **fields: Any) -> None:
+    """Rewrite ``job_dir/progress.json`` (atomically) with the phase and ``fields``."""
+    _write_json(job_dir / "progress.json", {"phase": phase, "updated": time.time(), **fields})
+
+
+def _progress_callback(job_dir: Path):
+    """A ``TrainerCallback`` that writes ``progress.json`` at the start of training and at each log."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def _write(self, state, logs=None) -> None:  # noqa: ANN001
+            last = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            write_progress(job_dir, "training", step=state.global_step, max_steps=state.max_steps, last_log=last)
+
+        training = False
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.training = True
+            self._write(state)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            self.training = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if self.training:  # evaluate() logs too; its phase is written by run_job
+                self._write(state, logs)
+
+    return ProgressCallback()
+
+
 def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None, *,
             trainer_overrides: dict[str, Any] | None = None) -> JobResult:
     """Check, train, evaluate and save one candidate; see the module docstring. Never raises for a bad
@@ -446,6 +480,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
     result = JobResult(ok=False, job_dir=str(out_dir))
     trainer = None
     try:
+        write_progress(out_dir, "checking")
         report = run_checks(loss_code, beta=config.beta)
         result.check_report = report.model_dump()
         if not report.passed:
@@ -454,6 +489,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
         candidate = load_candidate(loss_code)
         result.trl_version = check_trl_version()
         log.info("candidate %s passed the checks; loading data and model", candidate.name)
+        write_progress(out_dir, "loading")
 
         from transformers import AutoTokenizer
 
@@ -468,6 +504,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
             model=config.model, args=args, train_dataset=train, eval_dataset=evals, processing_class=tokenizer,
             peft_config=_peft_config(config), candidate_fn=candidate.fn, ref_cache=cache,
             ref_cache_keys=ref_cache_keys(config, how) if cache is not None else None,
+            callbacks=[_progress_callback(out_dir)],
         )
         t_train = time.perf_counter()
         train_out = trainer.train()
@@ -475,6 +512,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
         result.steps = trainer.state.global_step
         result.train_loss = float(train_out.training_loss)
 
+        write_progress(out_dir, "evaluating", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
         trainer.eval_margins.clear()
         eval_metrics = trainer.evaluate()
         margins = torch.cat(trainer.eval_margins) if trainer.eval_margins else torch.zeros(0)
@@ -488,6 +526,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
             "ref_model_loaded": trainer.ref_model is not None,
         }
         if config.save_model:
+            write_progress(out_dir, "saving", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
             model_dir = out_dir / "model"
             trainer.save_model(str(model_dir))
             tokenizer.save_pretrained(str(model_dir))
@@ -508,6 +547,8 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
                    "total_seconds": result.total_seconds, "ref_cache": result.ref_cache}
         _write_json(out_dir / "metrics.json", metrics)
         _write_json(out_dir / "result.json", result.model_dump())
+        steps = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps} if trainer is not None else {}
+        write_progress(out_dir, "done" if result.ok else "failed", **steps)
         for name in ("lossforge", "transformers", "trl"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()

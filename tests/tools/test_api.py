@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lossforge.tools import api
-from lossforge.tools.context import ToolContext, ToolInputError, ToolSettings, ToolUnavailable
+from lossforge.tools.context import ToolContext, ToolInputError, ToolSettings
 from lossforge.trainer.losses import library_code
 
 MALICIOUS = "import os\n\ndef evil(a, b, c, d, beta):\n    return open('/etc/passwd').read()\n"
@@ -25,14 +25,16 @@ def test_limits_are_checked_before_any_work() -> None:
         api.compare_losses({}, context=ctx)
 
 
-@pytest.mark.parametrize("fn, kwargs, capability", [
-    (api.submit_training, {"code": "x"}, "GPU trainer"),
-    (api.job_status, {"job_id": "1"}, "launchers"),
-    (api.judge, {"job_id": "1"}, "LLM judges"),
-])
-def test_unlanded_tools_raise_tool_unavailable(fn, kwargs, capability) -> None:
-    with pytest.raises(ToolUnavailable, match=capability):
-        fn(**kwargs)
+def test_training_tools_say_what_is_missing_before_any_work(tmp_path: Path) -> None:
+    ctx = ToolContext(ToolSettings(work_dir=tmp_path), sandbox=object())  # the sandbox is never touched
+    with pytest.raises(ToolInputError, match="no base job is configured"):
+        api.submit_training(library_code("dpo"), context=ctx)
+    with pytest.raises(ToolInputError, match="not a job id"):
+        api.job_status("1", context=ctx)
+    with pytest.raises(ToolInputError, match="no training job with id"):
+        api.judge(job_id="0" * 24, context=ctx)
+    with pytest.raises(ToolInputError, match="limit is 20000"):
+        api.submit_training("#" * 20_001, context=ctx)
 
 
 def test_check_loss_passes_dpo_and_rejects_malicious_code(tool_context: ToolContext) -> None:

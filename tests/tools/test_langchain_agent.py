@@ -60,7 +60,7 @@ def test_langgraph_react_agent_uses_check_and_screen(tool_context: ToolContext) 
     screened = json.loads(tool_messages[1].content)
     assert screened["status"] == "evaluated" and screened["mean_fitness"] is not None
     assert tool_messages[1].artifact.mean_fitness == screened["mean_fitness"]  # the pydantic result rides along
-    assert "not available" in tool_messages[2].content  # an unavailable tool is an error message, not a crash
+    assert "not a job id" in tool_messages[2].content  # a tool's error is a message to the agent, not a crash
     assert state["messages"][-1].content == "IPO passes the checks and screens fine."
     # the model saw every tool result before its final answer
     assert sum(isinstance(m, ToolMessage) for m in model.seen[-1]) == 3

@@ -92,9 +92,10 @@ def test_stdio_server_end_to_end(tiny_toml: Path, run_dir: Path) -> None:
             proposal = _structured(await client.call_tool("propose_from", {"run_dir": str(run_dir)}))
             assert "def " in proposal["code"] and proposal["name"]
 
-            for name, args in [("submit_training", {"code": library_code("dpo")}), ("judge", {"job_id": "1"})]:
+            for name, args, message in [("submit_training", {"code": library_code("dpo")}, "no base job is configured"),
+                                        ("judge", {"job_id": "1"}, "not a job id")]:
                 refused = await client.call_tool(name, args)
-                assert refused.is_error and "not available" in refused.content[0].text
+                assert refused.is_error and message in refused.content[0].text
             too_long = await client.call_tool("check_loss", {"code": "#" * 20_001})
             assert too_long.is_error and "limit is 20000" in too_long.content[0].text
             missing = await client.call_tool("archive_top", {"run_dir": str(run_dir / "nope")})

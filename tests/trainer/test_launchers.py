@@ -1,4 +1,6 @@
-"""Launchers: the local subprocess queue end to end (dedup, timeout kill, failure tail); Ray/Slurm when present."""
+"""Launchers: the local subprocess queue end to end (dedup, timeout kill, failure tail); Slurm when present.
+
+Ray has its own module, test_ray_launcher.py (a local Ray instance)."""
 from __future__ import annotations
 
 import importlib.util
@@ -101,21 +103,6 @@ def test_local_launcher_cancel_and_gpu_assignment(tiny, tmp_path):
     launcher.cancel(queued)
     launcher.cancel(first)
     assert launcher.status(first) is JobStatus.CANCELLED and launcher.status(queued) is JobStatus.CANCELLED
-
-
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (optional: pip install ray)")
-def test_ray_launcher_locally(tiny, tmp_path):  # pragma: no cover - needs ray
-    import ray
-
-    from lossforge.trainer.launchers import RayLauncher
-
-    try:
-        launcher = RayLauncher(address=None, root=tmp_path / "ray", num_gpus=0, init_kwargs={"num_cpus": 2})
-        h = launcher.submit(_job(tiny, tmp_path))
-        assert launcher.submit(_job(tiny, tmp_path)).reused
-        assert launcher.result(h, timeout=300).ok
-    finally:
-        ray.shutdown()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None,

@@ -1,13 +1,33 @@
 """Launchers: where training jobs run (this machine, a Ray cluster, Slurm), behind one small Protocol.
 
-``LocalLauncher`` is complete and tested; ``RayLauncher`` and ``SlurmLauncher`` import their backends
-lazily (``ray``, ``submitit`` are optional) and share the job format (``TrainJob``) and entry point
-(``python -m lossforge.trainer.job_main JOB_DIR``).
+``LocalLauncher`` and ``RayLauncher`` are tested end to end (Ray with a local instance);
+``SlurmLauncher`` through submitit's local executor when submitit is installed. ``ray`` and
+``submitit`` are optional and imported only when their launcher is used. All share the job format
+(``TrainJob``) and entry point (``python -m lossforge.trainer.job_main JOB_DIR``);
+``settings.LauncherSettings`` / ``settings.make_launcher`` build one from configuration.
+
+Names are resolved lazily, so ``lossforge.trainer.launchers.settings`` (pydantic only) can be imported
+by the configuration without importing torch.
 """
-from lossforge.trainer.launchers.base import JobHandle, JobStatus, Launcher, TrainJob, job_key
-from lossforge.trainer.launchers.local import LocalLauncher
-from lossforge.trainer.launchers.ray_launcher import RayLauncher
-from lossforge.trainer.launchers.slurm import SlurmLauncher
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["JobHandle", "JobStatus", "Launcher", "TrainJob", "job_key", "LocalLauncher", "RayLauncher",
-           "SlurmLauncher"]
+           "SlurmLauncher", "LauncherSettings", "make_launcher"]
+
+_WHERE = {
+    "JobHandle": "base", "JobStatus": "base", "Launcher": "base", "TrainJob": "base", "job_key": "base",
+    "LocalLauncher": "local", "RayLauncher": "ray_launcher", "SlurmLauncher": "slurm",
+    "LauncherSettings": "settings", "make_launcher": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,95 @@
+"""Which launcher runs training jobs, from configuration: ``LauncherSettings`` and ``make_launcher``.
+
+What it guarantees
+------------------
+* ``LauncherSettings`` is plain pydantic (importing this module loads neither torch, ray nor submitit),
+  so the run configuration and the tool settings can embed it. Unknown keys are an error. A bare string
+  is accepted for the whole model (``launcher = "ray"`` means ``{kind = "ray"}``).
+* ``make_launcher(settings, root)`` builds the launcher with its jobs under ``root`` (one directory per
+  job key): ``LocalLauncher(root)``, ``RayLauncher(root=root)`` (a local Ray instance when
+  ``ray_address`` is None, else the cluster at that address), or ``SlurmLauncher(root)``.
+* ``handle_for(launcher, key)`` is the handle of a job known only by its key (``root/<key>``), for
+  status queries from another process or after a restart.
+
+What it does not guarantee
+--------------------------
+* That the optional backend is installed: ``make_launcher`` raises ``ImportError`` naming the extra
+  (``pip install 'lossforge[ray]'`` / ``[slurm]``) when it is not.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["LauncherSettings", "make_launcher", "handle_for", "launcher_root"]
+
+
+class LauncherSettings(BaseModel):
+    """Where training jobs run and the backend's options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray", "slurm"] = Field("local", description="'local' (subprocesses here), 'ray' or 'slurm'.")
+    max_concurrent: int | None = Field(None, ge=1, description="local: jobs at once (default: one per GPU, 1 without).")
+    gpus: list[str] | None = Field(None, description="local: GPU ids to hand out (default: the visible GPUs).")
+    poll_s: float = Field(0.5, gt=0, description="local: seconds between scheduler polls.")
+    ray_address: str | None = Field(None, description="ray: cluster address ('auto' joins a running one); none starts a local instance.")
+    ray_num_gpus: float = Field(1.0, ge=0, description="ray: GPUs per job.")
+    ray_num_cpus: float = Field(1.0, gt=0, description="ray: CPUs per job.")
+    ray_init: dict[str, Any] = Field(default_factory=dict, description="ray: extra ray.init keyword arguments.")
+    slurm_partition: str | None = None
+    slurm_gpus_per_node: int = Field(1, ge=0)
+    slurm_cpus_per_task: int = Field(8, ge=1)
+    slurm_mem_gb: int = Field(64, ge=1)
+    slurm_cluster: str | None = Field(None, description="submitit cluster: none = auto, 'local' for tests.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_kind(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+
+def make_launcher(settings: LauncherSettings, root: str | Path) -> Any:
+    """The launcher ``settings`` describe, with its job directories under ``root``."""
+    root = Path(root).expanduser().resolve()
+    if settings.kind == "local":
+        from lossforge.trainer.launchers.local import LocalLauncher
+
+        return LocalLauncher(root, gpus=settings.gpus, max_concurrent=settings.max_concurrent, poll_s=settings.poll_s)
+    if settings.kind == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as error:
+            raise ImportError("the Ray launcher needs ray: pip install 'lossforge[ray]'") from error
+        from lossforge.trainer.launchers.ray_launcher import RayLauncher
+
+        return RayLauncher(settings.ray_address, root=root, num_gpus=settings.ray_num_gpus,
+                           num_cpus=settings.ray_num_cpus, init_kwargs=dict(settings.ray_init))
+    try:
+        import submitit  # noqa: F401
+    except ImportError as error:
+        raise ImportError("the Slurm launcher needs submitit: pip install 'lossforge[slurm]'") from error
+    from lossforge.trainer.launchers.slurm import SlurmLauncher
+
+    return SlurmLauncher(root, partition=settings.slurm_partition, gpus_per_node=settings.slurm_gpus_per_node,
+                         cpus_per_task=settings.slurm_cpus_per_task, mem_gb=settings.slurm_mem_gb,
+                         cluster=settings.slurm_cluster)
+
+
+def launcher_root(launcher: Any) -> Path:
+    """The folder holding a launcher's job directories."""
+    for name in ("root", "folder"):
+        value = getattr(launcher, name, None)
+        if value is not None:
+            return Path(value)
+    raise TypeError(f"{type(launcher).__name__} has no job root (root or folder attribute)")
+
+
+def handle_for(launcher: Any, key: str) -> Any:
+    """The handle of the job ``key`` under ``launcher``'s root (it need not have been submitted here)."""
+    from lossforge.trainer.launchers.base import JobHandle
+
+    return JobHandle(key=key, backend=getattr(launcher, "backend", type(launcher).__name__),
+                     job_dir=str(launcher_root(launcher) / key))
