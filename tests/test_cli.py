@@ -112,11 +112,12 @@ def test_report_writes_markdown_and_plots(finished_run) -> None:
     assert done.returncode == 0, done.stderr
     paths = json.loads(done.stdout)
     names = {Path(p).name for p in paths["plots"]}
-    assert names == {"best_fitness.png", "loss_shapes.png", "reward_vs_kl.png"}
+    assert names == {"best_fitness.png", "loss_shapes.png", "reward_vs_kl.png", "frontier.png", "funnel.png", "costs.png"}
     for p in paths["plots"]:
         assert Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = Path(paths["markdown"]).read_text()
-    assert "## Top candidates" in text and "Not plotted" not in text
+    assert "## Top candidates" in text and "Not plotted" not in text and "Not screened" not in text
+    assert Path(paths["html"]).read_text().count('<img src="data:image/png;base64,') == 6
 
 
 def test_leaderboard_ranks_dpo_above_the_reference_and_anti_dpo_below(tmp_path, cache_dir) -> None:

@@ -82,7 +82,7 @@ class HeldOutConfig(_Strict):
 
     seeds: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003, 1004], min_length=1)
     conditions: list[HeldOutCondition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS), min_length=1)
-    eval_samples: int | None = Field(512, ge=32, description="Policy samples per evaluation (None: the search's).")
+    eval_samples: int | None = Field(None, ge=32, description="Policy samples per evaluation (None: the search's).")
 
     @model_validator(mode="after")
     def _unique(self) -> "HeldOutConfig":
