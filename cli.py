@@ -1,4 +1,4 @@
-"""The `lossforge` command line: run, status, check, leaderboard, report, export, bench.
+"""The `lossforge` command line: run, status, check, leaderboard, report, export, bench (proxy, sandbox, train, discovery).
 
 Exit codes: 0 success; 1 a negative answer (e.g. `check` rejected the loss); 2 a usage error (bad
 option, bad config, missing file) with a message saying what was wrong; 3 the run directory is busy.
@@ -223,16 +223,22 @@ def leaderboard(
 def report(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     top: int = typer.Option(5, "--top", min=1, help="How many of the best candidates to show."),
+    betas: str = typer.Option("0.05,0.1,0.3", "--betas", help="Betas of the reward-vs-KL frontier (comma-separated; empty: none)."),
+    frontier_top: int = typer.Option(3, "--frontier-top", min=0, help="Top losses screened again for the frontier."),
 ) -> None:
-    """Write a Markdown report with PNG plots into RUN_DIR/report/."""
-    from lossforge.report import report_summary, write_report
+    """Write RUN_DIR/report/report.html (self-contained) and report.md with PNG plots (a run or a bench directory)."""
+    from lossforge.report import DEFAULT_BETAS, report_summary, write_report
     from lossforge.sandbox.process import ProcessSandbox
 
-    if not (run_dir / "archive.sqlite").exists():
+    if not (run_dir / "archive.sqlite").exists() and not (run_dir / "discovery.json").exists():
         _fail(f"no archive in {run_dir}: is this a lossforge run directory?")
+    try:
+        beta_values = tuple(float(b) for b in betas.split(",") if b.strip()) if betas is not None else DEFAULT_BETAS
+    except ValueError:
+        _fail(f"--betas must be comma-separated numbers, not {betas!r}")
     sandbox = ProcessSandbox()
     try:
-        write_report(run_dir, sandbox, top_k=top)
+        write_report(run_dir, sandbox, top_k=top, betas=beta_values, frontier_k=frontier_top, progress=lambda m: err.print(f"[dim]{m}[/]"))
     finally:
         sandbox.close()
     _print_json(report_summary(run_dir))
@@ -471,6 +477,43 @@ def bench_proxy(
         _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
     settings = _config(config, {"cache_dir": str(cache_dir) if cache_dir else None})
     _print_json(run_bench(settings.proxy, seed, settings.resolved_cache_dir(), repeats=repeats, loss=loss))
+
+
+@bench_app.command("discovery")
+def bench_discovery(
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print the result as JSON (the default)."),
+    out: Path = typer.Option(Path("runs/bench-discovery"), "--out", help="Directory for the searches' run directories and discovery.json."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Search seeds, comma-separated (default 0,1,2,3,4)."),
+    evaluations: Optional[int] = typer.Option(None, "--evaluations", min=1, help="Evaluated candidates per proposer and seed (default 100)."),
+    proposers: Optional[str] = typer.Option(None, "--proposers", help="Comma-separated: evolution, random, llm (default evolution,random)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="Searches and screens at once (default 2)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Bench settings as TOML (keys of DiscoveryBenchConfig; [run...] for the searches)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier bench in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
+) -> None:
+    """Proposers side by side at a fixed evaluation budget, the library bar, and held-out evaluation."""
+    from lossforge.agent.discovery_bench import load_bench_config, run_discovery_bench
+
+    overrides: dict[str, Any] = {"evaluations": evaluations, "jobs": jobs}
+    try:
+        if seeds:
+            overrides["seeds"] = [int(x) for x in seeds.split(",") if x.strip()]
+        if proposers:
+            overrides["proposers"] = [x.strip() for x in proposers.split(",") if x.strip()]
+        if cache_dir:
+            overrides["run"] = {"cache_dir": str(cache_dir)}
+        settings = load_bench_config(config, overrides)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error))
+    try:
+        result = run_discovery_bench(settings, out, progress=None if quiet else (lambda m: err.print(f"[dim]{m}[/]")), overwrite=overwrite)
+    except FileExistsError as error:
+        _fail(str(error))
+    if as_json:
+        _print_json(result)
+    else:
+        err.print(f"wrote {out / 'discovery.json'}; report: lossforge report {out}")
 
 
 def main() -> None:
