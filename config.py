@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lossforge.agent.llm_settings import LLMProposerConfig  # pydantic only: no openai, LangGraph or torch
+from lossforge.evaluators.judge_run import JudgeEndpoint  # pydantic only
+from lossforge.trainer.launchers.settings import LauncherSettings  # pydantic only
 from lossforge.trainer.proxy.config import ProxyConfig
 
 
@@ -78,6 +80,22 @@ class SandboxConfig(_Strict):
     memory_mb: int | None = Field(4096, ge=256, description="Address-space limit of a sandboxed child.")
 
 
+class TrainConfig(_Strict):
+    """The optional full-training stage: promoted candidates are trained (TRL job) and judged."""
+
+    enabled: bool = Field(False, description="Train candidates that pass the promotion bar after their screen.")
+    promote_top: int = Field(1, ge=1, description="Promote a candidate whose proxy fitness is in the archive's top k.")
+    min_fitness: float | None = Field(None, description="...and at least this proxy fitness.")
+    max_jobs: int | None = Field(None, ge=1, description="Train at most this many candidates in the run.")
+    job: Path | None = Field(None, description="TOML or JSON file of the training job's JobConfig (model, dataset, ...).")
+    launcher: LauncherSettings = Field(LauncherSettings(), description="'local', 'ray', 'slurm' or a table of options.")
+    jobs_dir: Path | None = Field(None, description="Where job directories go (default: RUN_DIR/jobs).")
+    time_limit_s: float = Field(6 * 3600.0, gt=0, description="A training job is killed after this many seconds.")
+    poll_s: float = Field(5.0, gt=0, description="Seconds between status polls of a running job.")
+    benchmark: Literal["mt-bench", "arena-hard"] = "mt-bench"
+    judge: JudgeEndpoint | None = Field(None, description="LLM judge; none: fitness is held-out preference accuracy.")
+
+
 class RunConfig(_Strict):
     """The whole configuration of a discovery run."""
 
@@ -85,6 +103,7 @@ class RunConfig(_Strict):
     proposer: ProposerConfig = ProposerConfig()
     sandbox: SandboxConfig = SandboxConfig()
     proxy: ProxyConfig = ProxyConfig()
+    train: TrainConfig = TrainConfig()
     cache_dir: Path = Field(
         Path("~/.cache/lossforge"), description="Where proxy worlds (SFT model, pairs) are cached, shared by runs."
     )

@@ -6,7 +6,9 @@ r"""The search as a LangGraph StateGraph.
                         dedup --duplicate--> reflect
                           |new
                         screen -> reflect --stop?--> END
-                                      \--> propose
+                          |           \--> propose
+                          \-> train -> reflect      (only with [train] enabled: promoted candidates are
+                                                     trained and judged; agent/train_stage.py)
 
 A failed proposal (the proposer raised) goes straight to reflect. `reflect` records a note, applies the
 stopping rules and clears the candidate in flight.
@@ -36,6 +38,11 @@ def build_graph(nodes: SearchNodes, checkpointer=None) -> CompiledStateGraph:
     )
     graph.add_edge("repair", "propose")
     graph.add_conditional_edges("dedup", nodes.after_dedup, {"reflect": "reflect", "screen": "screen"})
-    graph.add_edge("screen", "reflect")
+    if nodes.train_stage is not None:  # the optional full-training stage ([train] enabled)
+        graph.add_node("train", nodes.train)
+        graph.add_edge("screen", "train")
+        graph.add_edge("train", "reflect")
+    else:
+        graph.add_edge("screen", "reflect")
     graph.add_conditional_edges("reflect", nodes.after_reflect, {"propose": "propose", "end": END})
     return graph.compile(checkpointer=checkpointer)

@@ -21,10 +21,11 @@ from lossforge.agent.events import emit
 from lossforge.agent.proposer import Proposer
 from lossforge.agent.reflection import reflect_offline
 from lossforge.agent.state import SearchState
+from lossforge.agent.train_stage import training_note
 from lossforge.config import RunConfig
 from lossforge.sandbox.fingerprint import same_behaviour
-from lossforge.sandbox.protocol import Sandbox, SandboxError
-from lossforge.trainer.proxy.api import screen_with_settings
+from lossforge.sandbox.protocol import Sandbox
+from lossforge.tools.core import check_candidate, screen_candidate
 
 
 def _set(event: threading.Event) -> threading.Event:
@@ -50,6 +51,13 @@ class SearchNodes:
     deadline: float | None = None  # time.time() after which the search stops (this process only)
     stop_requested: threading.Event = field(default_factory=threading.Event)
     running: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared = paused
+    train_stage: Any = None  # agent.train_stage.TrainStage; made from config.train when it is enabled
+
+    def __post_init__(self) -> None:
+        if self.train_stage is None and self.config.train.enabled:
+            from lossforge.agent.train_stage import TrainStage
+
+            self.train_stage = TrainStage(self.config, self.archive, self.sandbox, self.stop_requested)
 
     def wait_while_paused(self) -> None:
         """Block between steps while paused (the TUI's pause); a stop request ends the wait."""
@@ -127,7 +135,7 @@ class SearchNodes:
             return {}
         self.archive.update(candidate.id, status="checking")
         emit("checking", candidate_id=candidate.id, name=candidate.name)
-        report = self.sandbox.check(candidate.code, beta=self.beta)
+        report = check_candidate(self.sandbox, candidate.code, self.beta)  # the tools' code path (tools/core.py)
         self.archive.update(
             candidate.id,
             status="checked" if report.passed else "rejected",
@@ -177,24 +185,22 @@ class SearchNodes:
         emit("screen_started", candidate_id=candidate.id, name=candidate.name)
         proxy = self.config.proxy
         started = time.perf_counter()
+        outcome = screen_candidate(  # the tools' code path (tools/core.py), as screen_loss runs it
+            self.sandbox,
+            candidate.code,
+            proxy.world.model_dump(),
+            proxy.screen.model_dump(),
+            self.config.search.seed,
+            str(self.config.resolved_cache_dir()),
+            self.config.sandbox.screen_timeout,
+        )
         fields: dict[str, Any]
-        try:
-            result = self.sandbox.run(
-                candidate.code,
-                screen_with_settings,
-                proxy.world.model_dump(),
-                proxy.screen.model_dump(),
-                self.config.search.seed,
-                str(self.config.resolved_cache_dir()),
-                timeout=self.config.sandbox.screen_timeout,
-            )
-        except SandboxError as error:
-            fields = {"status": "failed", "error": f"{error.kind}: {error.message}"}
-        else:
-            if result["fitness"] is None:
-                fields = {"status": "degenerate", "error": result["degenerate"], "result": result}
-            else:
-                fields = {"status": "evaluated", "fitness": result["fitness"], "result": result}
+        if outcome.status == "evaluated":
+            fields = {"status": "evaluated", "fitness": outcome.fitness, "result": outcome.result}
+        else:  # degenerate (with the proxy's data) or failed (the sandbox raised: no data)
+            fields = {"status": outcome.status, "error": outcome.error}
+            if outcome.result is not None:
+                fields["result"] = outcome.result
         if fields["status"] in EVALUATED:
             fields["generation"] = self.archive.count_evaluated() + 1
         self.archive.update(candidate.id, **fields)
@@ -211,12 +217,20 @@ class SearchNodes:
         )
         return {}
 
+    def train(self, state: SearchState) -> dict[str, Any]:
+        """The optional train stage ([train] enabled): train and judge the candidate if it is promoted."""
+        self.train_stage.run(state["candidate_id"])
+        return {}
+
     def reflect(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
         best = [c.fitness for c in self.archive.top(2) if c.id != candidate.id]
         reflection = self._llm_reflection(candidate, best[0] if best else None, state)
         if reflection is None:
             reflection = reflect_offline(candidate, best[0] if best else None)
+        note = training_note(candidate)  # the train stage's outcome, a failed job's stderr tail included
+        if note:
+            reflection = f"{reflection}\n{note}"
         self.archive.update(candidate.id, reflection=reflection)
         emit("reflection", candidate_id=candidate.id, name=candidate.name, text=reflection)
         in_a_row = 0 if candidate.status in EVALUATED else state.get("rejected_in_a_row", 0) + 1
