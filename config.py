@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lossforge.agent.llm_settings import LLMProposerConfig  # pydantic only: no openai, LangGraph or torch
 from lossforge.evaluators.judge_run import JudgeEndpoint  # pydantic only
@@ -94,6 +94,12 @@ class TrainConfig(_Strict):
     poll_s: float = Field(5.0, gt=0, description="Seconds between status polls of a running job.")
     benchmark: Literal["mt-bench", "arena-hard"] = "mt-bench"
     judge: JudgeEndpoint | None = Field(None, description="LLM judge; none: fitness is held-out preference accuracy.")
+
+    @model_validator(mode="after")
+    def _job_when_enabled(self) -> "TrainConfig":
+        if self.enabled and self.job is None:
+            raise ValueError("train.enabled needs train.job: a TOML or JSON file of the job's JobConfig (model, dataset, ...)")
+        return self
 
 
 class RunConfig(_Strict):

@@ -4,7 +4,6 @@ re-run after a crash never launches a job twice."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -111,10 +110,13 @@ def test_the_train_stage_is_off_by_default_and_promotes_only_the_top(tmp_path, t
         cid = archive.upsert_proposal(step, name=f"c{step}", code="x", code_hash=str(step), status="evaluated")
         archive.update(cid, fitness=fitness)
         ids.append(cid)
-    config = RunConfig.model_validate({"train": {"enabled": True, "promote_top": 1, "min_fitness": 0.8}})
+    with pytest.raises(ValueError, match="train.enabled needs train.job"):
+        RunConfig.model_validate({"train": {"enabled": True}})
+    config = RunConfig.model_validate({"train": {"enabled": True, "job": "job.toml", "promote_top": 1, "min_fitness": 0.8}})
     stage = TrainStage(config, archive, InProcessSandbox())
     assert [stage.promoted(archive.get(i)) for i in ids] == [False, True, False]
-    config = RunConfig.model_validate({"train": {"enabled": True, "promote_top": 3, "min_fitness": 0.8, "max_jobs": 1}})
+    config = RunConfig.model_validate({"train": {"enabled": True, "job": "job.toml", "promote_top": 3, "min_fitness": 0.8,
+                                                 "max_jobs": 1}})
     stage = TrainStage(config, archive, InProcessSandbox())
     assert [stage.promoted(archive.get(i)) for i in ids] == [True, True, False]
     archive.update(ids[1], result={"train": {"status": "failed", "job_id": "a" * 24, "error": "boom\nline 2"}})

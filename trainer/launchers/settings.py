@@ -18,6 +18,7 @@ What it does not guarantee
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,18 +60,14 @@ def make_launcher(settings: LauncherSettings, root: str | Path) -> Any:
 
         return LocalLauncher(root, gpus=settings.gpus, max_concurrent=settings.max_concurrent, poll_s=settings.poll_s)
     if settings.kind == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError as error:
-            raise ImportError("the Ray launcher needs ray: pip install 'lossforge[ray]'") from error
+        if importlib.util.find_spec("ray") is None:
+            raise ImportError("the Ray launcher needs ray: pip install 'lossforge[ray]'")
         from lossforge.trainer.launchers.ray_launcher import RayLauncher
 
         return RayLauncher(settings.ray_address, root=root, num_gpus=settings.ray_num_gpus,
                            num_cpus=settings.ray_num_cpus, init_kwargs=dict(settings.ray_init))
-    try:
-        import submitit  # noqa: F401
-    except ImportError as error:
-        raise ImportError("the Slurm launcher needs submitit: pip install 'lossforge[slurm]'") from error
+    if importlib.util.find_spec("submitit") is None:
+        raise ImportError("the Slurm launcher needs submitit: pip install 'lossforge[slurm]'")
     from lossforge.trainer.launchers.slurm import SlurmLauncher
 
     return SlurmLauncher(root, partition=settings.slurm_partition, gpus_per_node=settings.slurm_gpus_per_node,
