@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lossforge.config import SandboxConfig
 from lossforge.evaluators.judge_run import JudgeEndpoint
 from lossforge.trainer.launchers.settings import LauncherSettings
 from lossforge.trainer.proxy.config import ProxyConfig
@@ -103,6 +104,9 @@ class ToolSettings(BaseModel):
     work_dir: Path | None = Field(None, description="Training jobs, answers and judgements (default: cache_dir/tools).")
     training: TrainingSettings = TrainingSettings()
     judge: JudgeEndpoint | None = Field(None, description="The LLM judge; None: judge falls back to the job's metrics.")
+    sandbox: SandboxConfig | None = Field(
+        None, description="The run config's [sandbox] (backend, isolation, docker); the timeouts and memory "
+                          "limit above take precedence. None: the default isolated backend.")
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser().resolve()
@@ -116,6 +120,7 @@ class ToolSettings(BaseModel):
             "check_timeout": config.sandbox.check_timeout,
             "screen_timeout": config.sandbox.screen_timeout,
             "memory_mb": config.sandbox.memory_mb,
+            "sandbox": config.sandbox,
         }
         train = getattr(config, "train", None)
         if train is not None:
@@ -161,9 +166,11 @@ class ToolContext:
             if self._closed:
                 raise ToolError("this tool context is closed")
             if self._sandbox is None:
-                from lossforge.sandbox.process import ProcessSandbox
+                from lossforge.sandbox.factory import sandbox_from_config
 
-                self._sandbox = ProcessSandbox(timeout=self.settings.check_timeout, memory_mb=self.settings.memory_mb)
+                configured = (self.settings.sandbox or SandboxConfig()).model_copy(
+                    update={"check_timeout": self.settings.check_timeout, "memory_mb": self.settings.memory_mb})
+                self._sandbox = sandbox_from_config(configured)
             return self._sandbox
 
     def prepare(self, seed: int) -> None:

@@ -180,3 +180,21 @@ def test_bench_reports_the_docker_backend() -> None:
     result = bench_sandbox(3, naive_n=0, docker=True)
     assert result["docker"]["backend"] == "docker" and result["docker"]["n"] == 3
     assert result["docker"]["p50_ms"] > 0
+
+
+def test_the_run_config_and_the_tools_choose_the_docker_backend() -> None:
+    from lossforge.config import RunConfig
+    from lossforge.sandbox.factory import sandbox_from_config
+    from lossforge.tools.context import ToolContext, ToolSettings
+
+    config = RunConfig.model_validate({"sandbox": {"backend": "docker", "docker": {"pids_limit": 64}}})
+    box = sandbox_from_config(config.sandbox)
+    assert box.backend == "docker" and box._view.options.pids_limit == 64
+    assert box._view.options.memory_mb == config.sandbox.memory_mb + 1024
+    box.close()
+    context = ToolContext(ToolSettings.from_run_config(config))
+    try:
+        assert context.sandbox.backend == "docker"  # nothing starts until the first call
+    finally:
+        context.close()
+    assert sandbox_from_config(RunConfig().sandbox).backend in ("bwrap", "unshare", "none")
