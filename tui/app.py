@@ -5,6 +5,11 @@ messages; controls pause, stop, hint, pin, exclude and export act on it. *Attach
 run started elsewhere (a cron job) by tailing its `events.jsonl` and reading its archive read-only; it
 never writes to that run. Nothing blocks the UI: the search, the loss-curve sampling and the archive
 reads happen off the event loop or in small steps, and the UI changes only through messages.
+
+The budgets (generations, LLM dollars, tokens and calls, GPU-hours) are gauges in both modes, fed by
+`tui.budget.BudgetFigures` from the events (`run_started`, `llm_call`, `budget`), the archive (evaluated
+candidates, the LLM spending saved in its meta) and the run's configuration (`config.json` when
+attached). Below 120 columns they are one line (`BudgetStrip`) under the table and the detail.
 """
 from __future__ import annotations
 
@@ -22,14 +27,16 @@ from lossforge.agent.archive import Archive, Candidate
 from lossforge.agent.events import read_events
 from lossforge.agent.steering import add_hint, toggle
 from lossforge.config import RunConfig
+from lossforge.tui.budget import BudgetFigures
 from lossforge.tui.messages import SearchEvent, SearchFinished
 from lossforge.tui.screens import ConfirmStop, HintInput
 from lossforge.tui.widgets.candidates import CandidatesTable
 from lossforge.tui.widgets.detail import CandidateDetail, LossPlot
+from lossforge.tui.widgets.gauges import BudgetStrip
 from lossforge.tui.widgets.logs import EventLog, ReasoningView
 from lossforge.tui.widgets.progress import BestChart, Budgets
 
-REFRESH_KINDS = {"proposal", "checking", "check", "duplicate", "screen_started", "evaluated", "reflection", "run_stopped", "error"}
+REFRESH_KINDS = {"run_started", "run_resumed", "proposal", "checking", "check", "duplicate", "screen_started", "evaluated", "reflection", "run_stopped", "error", "trained"}
 
 
 class LossforgeApp(App):
@@ -39,13 +46,15 @@ class LossforgeApp(App):
     #right { width: 3fr; }
     #charts { height: 10; }
     #charts BestChart { width: 1fr; }
-    #charts Budgets { width: 28; }
+    #charts Budgets { width: 36; }
+    BudgetStrip { display: none; }
     CandidatesTable { border: round $primary; }
     /* below 120 columns: the table above the selected candidate, reasoning/charts/events hidden */
     Screen.narrow #main { layout: vertical; }
     Screen.narrow #left, Screen.narrow #right { width: 1fr; }
     Screen.narrow ReasoningView, Screen.narrow #charts, Screen.narrow EventLog { display: none; }
     Screen.narrow LossPlot { height: 8; }
+    Screen.narrow BudgetStrip { display: block; }
     """
     NARROW = 120
     BINDINGS = [
@@ -78,6 +87,8 @@ class LossforgeApp(App):
         self._curves: dict[int, dict] = {}
         self._dpo_curve: dict | None = None
         self._shown_id: int | None = None
+        self.budget = BudgetFigures()
+        self.budget.set_llm_limits(self._llm_limits())
         # Sandboxes start their worker server here, before Textual replaces stdout/stderr (a server
         # started later would inherit the replaced streams' invalid file descriptors).
         from lossforge.agent.runner import default_sandbox
@@ -100,6 +111,7 @@ class LossforgeApp(App):
                     yield BestChart(id="best")
                     yield Budgets(id="budgets")
                 yield EventLog(id="events")
+        yield BudgetStrip(id="budget-strip")
         yield Footer()
 
     def on_resize(self, event) -> None:
@@ -158,7 +170,13 @@ class LossforgeApp(App):
         elif kind == "preparing":
             log.write(event.get("message", ""))
         elif kind == "token":
-            reasoning.stream(event.get("text", ""))
+            reasoning.stream(event.get("text", ""), (event.get("purpose"), event.get("step"), event.get("model")))
+        elif kind == "llm_call":
+            self.budget.from_llm_summary(event.get("budget"))
+            self._show_budgets()
+        elif kind == "budget":
+            self.budget.from_budget_event(event)
+            self._show_budgets()
         elif kind == "proposal":
             parents = ", ".join(f"#{p}" for p in event.get("parent_ids") or [])
             reasoning.add(f"**#{event['candidate_id']} {event['name']}** ({event.get('operator') or 'proposal'}{'; parents ' + parents if parents else ''})\n\n{event.get('thought') or ''}")
@@ -221,8 +239,26 @@ class LossforgeApp(App):
         table.update_rows(candidates)
         self.query_one(BestChart).show(candidates)
         evaluated = sum(1 for c in candidates if c.generation is not None)
-        self.query_one(Budgets).set_generations(evaluated, self.target)
+        self.budget.set_generations(evaluated, self.target)
+        self.budget.set_llm_spent(self.archive.get_meta("llm_budget"))
+        self.budget.set_training_seconds(sum(float(c.timings.get("train") or 0) for c in candidates))
+        self._show_budgets()
         self._show_selected()
+
+    def _show_budgets(self) -> None:
+        self.query_one(Budgets).show(self.budget)
+        self.query_one(BudgetStrip).show(self.budget)
+
+    def _llm_limits(self) -> dict[str, Any] | None:
+        """The LLM budget limits of the run: its saved `config.json` when attached, else this config."""
+        config = self.config
+        saved = self.run_dir / "config.json"
+        if self.attach and saved.is_file():
+            try:
+                config = RunConfig.model_validate_json(saved.read_text())
+            except ValueError:  # another version's config: the limits come with the llm_call events
+                return None
+        return config.proposer.llm.budget.model_dump() if config.proposer.kind == "llm" else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_selected()

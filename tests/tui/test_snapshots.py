@@ -1,5 +1,8 @@
 """Snapshots of the main screen at 80x24 and 160x48, attached to a fixed, hand-written run.
 
+The run is an LLM run part way through its budget (the spending in the archive's meta, the limits in its
+`config.json`), so the gauges show generations, USD, tokens and calls, and GPU-hours as not reported.
+
 Update after an intended change of the layout: `pytest tests/tui/test_snapshots.py --snapshot-update`,
 then look at the SVGs in tests/tui/__snapshots__/.
 """
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lossforge.agent.archive import Archive
+from lossforge.config import RunConfig
 from lossforge.trainer.losses import library_code
 from lossforge.tui.app import LossforgeApp
 
@@ -38,7 +42,13 @@ def make_run(run_dir: Path) -> None:
             generation += 1
             fields.update(fitness=fitness, generation=generation, result={"path": path, "final_kl": 1.2, "beta": 0.1, "kl_budget": 1.0})
         archive.update(candidate_id, **fields)
+    archive.set_meta("llm_budget", {"calls": 6, "prompt_tokens": 12000, "completion_tokens": 3400, "usd": 0.0412,
+                                     "estimated_calls": 0, "by_model": {}})
     archive.close()
+    config = RunConfig.model_validate({"proposer": {"kind": "llm", "llm": {
+        "models": [{"name": "gpt-4o-mini"}], "prices": {"models": {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}},
+        "budget": {"max_usd": 0.1, "max_tokens": 50000, "max_calls": 100}}}})
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     events = [
         {"kind": "run_started", "evaluated": 0, "target": 2},
         {"kind": "proposal", "candidate_id": 1, "name": "dpo", "operator": "seed", "thought": "Seed 1: the library loss dpo, softplus(-rho)."},

@@ -37,6 +37,14 @@ class CandidatesTable(DataTable):
         for column in COLUMNS:
             self.add_column(column, key=column)
 
+    def _update_dimensions(self, new_rows) -> None:
+        """Textual's column widths catch up with new rows on idle, but its caches of drawn rows are keyed
+        by an update counter, not by the widths: a row drawn in between (the screen refreshes on its own
+        timer) could stay drawn with the header-only widths, squashed, until the next change. Redraw."""
+        super()._update_dimensions(new_rows)
+        self._update_count += 1
+        self.refresh()
+
     def update_rows(self, candidates: list[Candidate]) -> None:
         for c in candidates:
             values = (

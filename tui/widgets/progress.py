@@ -1,4 +1,4 @@
-"""Best fitness over evaluated candidates (a chart) and the budgets as gauges."""
+"""Best fitness over evaluated candidates (a chart), and the budgets panel: gauges and the screen in progress."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -7,6 +7,8 @@ from textual.widgets import Label, ProgressBar
 from textual_plotext import PlotextPlot
 
 from lossforge.agent.archive import Candidate
+from lossforge.tui.budget import BudgetFigures
+from lossforge.tui.widgets.gauges import BudgetGauges
 
 
 class BestChart(PlotextPlot):
@@ -30,14 +32,19 @@ class BestChart(PlotextPlot):
 
 
 class Budgets(Vertical):
-    """Generations done against the target; USD, tokens and GPU-hours appear when a run reports them."""
+    """The budgets as gauges (generations, USD, tokens, calls, GPU-hours), then what the search is doing."""
 
-    DEFAULT_CSS = "Budgets { height: auto; } Budgets ProgressBar { width: 1fr; }"
+    DEFAULT_CSS = """
+    Budgets { height: auto; border: round $secondary; padding: 0 1; }
+    Budgets ProgressBar { width: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.border_title = "budgets"
 
     def compose(self) -> ComposeResult:
-        yield Label("generations", id="budget-label")
-        yield ProgressBar(total=None, show_eta=False, id="budget-generations")
-        yield Label("", id="budget-extra")
+        yield BudgetGauges(id="gauges")
         yield Label("", id="screen-progress")
         yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="screen-bar")
 
@@ -72,13 +79,8 @@ class Budgets(Vertical):
         typical = f" (typically {self._typical:.0f}s)" if self._typical else ""
         self.query_one("#screen-progress", Label).update(f"screening {elapsed:.0f}s{typical}")
 
-    def set_generations(self, done: int, target: int | None) -> None:
-        bar = self.query_one("#budget-generations", ProgressBar)
-        bar.update(total=target or None, progress=done)
-        self.query_one("#budget-label", Label).update(f"generations {done}/{target if target else '?'}")
-
-    def set_extra(self, text: str) -> None:
-        self.query_one("#budget-extra", Label).update(text)
+    def show(self, figures: BudgetFigures) -> None:
+        self.query_one(BudgetGauges).show(figures)
 
     def set_activity(self, text: str) -> None:
         self.query_one("#screen-progress", Label).update(text)
