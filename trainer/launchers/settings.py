@@ -7,7 +7,8 @@ What it guarantees
   is accepted for the whole model (``launcher = "ray"`` means ``{kind = "ray"}``).
 * ``make_launcher(settings, root)`` builds the launcher with its jobs under ``root`` (one directory per
   job key): ``LocalLauncher(root)``, ``RayLauncher(root=root)`` (a local Ray instance when
-  ``ray_address`` is None, else the cluster at that address), or ``SlurmLauncher(root)``.
+  ``ray_address`` is None, else the cluster at that address), or ``SlurmLauncher(root)`` (submitit on
+  Slurm, or submitit's local executor with ``slurm_cluster = "local"``).
 * ``handle_for(launcher, key)`` is the handle of a job known only by its key (``root/<key>``), for
   status queries from another process or after a restart.
 
@@ -35,16 +36,21 @@ class LauncherSettings(BaseModel):
     kind: Literal["local", "ray", "slurm"] = Field("local", description="'local' (subprocesses here), 'ray' or 'slurm'.")
     max_concurrent: int | None = Field(None, ge=1, description="local: jobs at once (default: one per GPU, 1 without).")
     gpus: list[str] | None = Field(None, description="local: GPU ids to hand out (default: the visible GPUs).")
-    poll_s: float = Field(0.5, gt=0, description="local: seconds between scheduler polls.")
+    poll_s: float = Field(0.5, gt=0, description="local, slurm: seconds between status polls.")
     ray_address: str | None = Field(None, description="ray: cluster address ('auto' joins a running one); none starts a local instance.")
     ray_num_gpus: float = Field(1.0, ge=0, description="ray: GPUs per job.")
     ray_num_cpus: float = Field(1.0, gt=0, description="ray: CPUs per job.")
     ray_init: dict[str, Any] = Field(default_factory=dict, description="ray: extra ray.init keyword arguments.")
-    slurm_partition: str | None = None
-    slurm_gpus_per_node: int = Field(1, ge=0)
-    slurm_cpus_per_task: int = Field(8, ge=1)
-    slurm_mem_gb: int = Field(64, ge=1)
-    slurm_cluster: str | None = Field(None, description="submitit cluster: none = auto, 'local' for tests.")
+    slurm_partition: str | None = Field(None, description="slurm: sbatch --partition.")
+    slurm_gpus_per_node: int = Field(1, ge=0, description="slurm: sbatch --gpus-per-node.")
+    slurm_cpus_per_task: int = Field(8, ge=1, description="slurm: sbatch --cpus-per-task.")
+    slurm_mem_gb: int = Field(64, ge=1, description="slurm: sbatch --mem (GB).")
+    slurm_account: str | None = Field(None, description="slurm: sbatch --account.")
+    slurm_qos: str | None = Field(None, description="slurm: sbatch --qos.")
+    slurm_extra: dict[str, Any] = Field(default_factory=dict, description=(
+        "slurm: further submitit AutoExecutor parameters, e.g. {slurm_constraint = 'a100'}."))
+    slurm_cluster: Literal["slurm", "local"] = Field("slurm", description=(
+        "slurm: submitit cluster; 'local' runs jobs through submitit's local executor (tests, debugging)."))
 
     @model_validator(mode="before")
     @classmethod
@@ -72,7 +78,8 @@ def make_launcher(settings: LauncherSettings, root: str | Path) -> Any:
 
     return SlurmLauncher(root, partition=settings.slurm_partition, gpus_per_node=settings.slurm_gpus_per_node,
                          cpus_per_task=settings.slurm_cpus_per_task, mem_gb=settings.slurm_mem_gb,
-                         cluster=settings.slurm_cluster)
+                         account=settings.slurm_account, qos=settings.slurm_qos, cluster=settings.slurm_cluster,
+                         extra=dict(settings.slurm_extra), poll_s=settings.poll_s)
 
 
 def launcher_root(launcher: Any) -> Path:
