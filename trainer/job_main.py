@@ -7,9 +7,22 @@ launcher's stderr tail names it), 2 when ``job.json`` is unreadable.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
+
+
+def _debug_sleep(job_dir: Path) -> None:
+    """The test hook of a job that hangs (``TrainJob.debug_sleep_s``), read with plain json before torch
+    is imported, so that a launcher killing the job at its limit finds the message on stderr."""
+    try:
+        seconds = float(json.loads((job_dir / "job.json").read_text()).get("debug_sleep_s") or 0.0)
+    except (OSError, ValueError, AttributeError):
+        return  # main() reports an unreadable job.json
+    if seconds > 0:
+        print(f"debug: sleeping {seconds}s", file=sys.stderr, flush=True)
+        time.sleep(seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m lossforge.trainer.job_main JOB_DIR", file=sys.stderr)
         return 2
     job_dir = Path(argv[0])
+    _debug_sleep(job_dir)
     from lossforge.trainer.launchers.base import TrainJob
 
     try:
@@ -25,9 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         print(f"cannot read {job_dir / 'job.json'}: {e}", file=sys.stderr)
         return 2
-    if job.debug_sleep_s:  # test hook: a job that hangs
-        print(f"debug: sleeping {job.debug_sleep_s}s", file=sys.stderr, flush=True)
-        time.sleep(job.debug_sleep_s)
     from lossforge.trainer.trl_job import run_job
 
     result = run_job(job.config, job.loss_code, job_dir)
