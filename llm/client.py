@@ -82,10 +82,14 @@ _SECRETS: set[str] = set()
 
 
 def redact(text: str | None) -> str:
-    """``text`` with every API key this process has loaded replaced by ``***``."""
+    """``text`` with every API key this process has loaded replaced by ``***``.
+
+    Longer keys first: with one key a prefix of another (``sk-test`` and ``sk-test-SECRET``), replacing
+    the short one first would leave the rest of the long one in the text.
+    """
     if not text:
         return text or ""
-    for secret in _SECRETS:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret:
             text = text.replace(secret, "***")
     return text

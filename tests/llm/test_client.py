@@ -117,6 +117,16 @@ def test_a_server_that_echoes_the_key_in_an_error_is_redacted() -> None:
     assert error.__cause__ is None and error.status == 401 and "***" in str(error)
 
 
+def test_a_key_that_starts_with_another_loaded_key_is_redacted_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lossforge.llm.client import redact
+
+    monkeypatch.setenv("LOSSFORGE_TEST_SHORT_KEY", KEY[:7])  # "sk-test": another client's key in this process
+    LLMClient("http://127.0.0.1:9/v1", api_key_env="LOSSFORGE_TEST_SHORT_KEY")
+    LLMClient("http://127.0.0.1:9/v1", api_key_env=KEY_ENV)
+    shown = redact(f"Authorization: Bearer {KEY}; other {KEY[:7]}")
+    assert shown == "Authorization: Bearer ***; other ***" and "SECRET" not in shown
+
+
 def test_a_missing_key_names_the_variable_not_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(LLMError, match=KEY_ENV):
