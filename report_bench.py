@@ -174,11 +174,18 @@ def write_bench_report(bench_dir: Path) -> Path:
         rows.append([kind, _pm(e["final_best"]), _pm(e["final_best_minus_library_best"]), _pm(e["heldout_minus_dpo_over_search_seeds"])])
     sections.append(Section("Proposers", table=(["proposer", "best at budget", "minus library best", "held-out minus DPO (over search seeds)"], rows)))
     comp_rows = [
-        [name, _pm(c["search_best_at_budget"]), f"{c['seeds_won_search']}", _pm(c["heldout_of_bests"]), f"{c['seeds_won_heldout']}"]
+        [name, _pm(c["search_best_at_budget"]), f"{c['seeds_won_search']}", _pm(c.get("heldout_of_bests")), str(c.get("seeds_won_heldout", "-"))]
         for name, c in result.get("comparisons", {}).items()
     ]
     if comp_rows:
-        sections.append(Section("Evolution against the other proposers (paired by seed)", table=(["comparison", "search best", "seeds won", "held-out of bests", "seeds won"], comp_rows)))
+        sections.append(
+            Section(
+                "Evolution against the other proposers (paired by seed)",
+                ["'..._or_library': against the better of the other proposer's best and the library's best on the same seed "
+                 "(the evolutionary proposer starts from the library losses, so this removes the library's part of its lead)."],
+                table=(["comparison", "search best", "seeds won", "held-out of bests", "seeds won"], comp_rows),
+            )
+        )
     best_rows = []
     for kind, e in result["proposers"].items():
         b = e.get("best_discovered")

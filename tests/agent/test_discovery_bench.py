@@ -100,3 +100,53 @@ def test_statistics_and_label_noise() -> None:
         {"proposed": 10, "failed_proposal": 0, "rejected": 4, "duplicate": 3, "screened": 3, "failed_screen": 0, "degenerate": 1, "evaluated": 2}
     )
     assert fractions["rejected_by_checks"] == 0.4 and fractions["duplicates_of_passed"] == 0.5
+
+
+def test_the_llm_proposer_reports_tokens_and_dollars_per_evaluated_candidate(tmp_path, cache_dir, monkeypatch) -> None:
+    from lossforge.llm.fake_server import FakeServer
+    from lossforge.trainer.losses import library_code
+
+    monkeypatch.setenv("LOSSFORGE_BENCH_KEY", "sk-bench-test")
+    cost = {"prompt_tokens": 1000, "completion_tokens": 100}
+
+    def proposal(name: str) -> dict:
+        return {"match": "This is proposal", "text": json.dumps({"thought": "t", "name": name, "code": library_code(name)}), **cost}
+
+    reflection = {"match": "Your reflection", "text": "Noted.", **cost}
+    script = [proposal("ipo"), reflection, proposal("slic"), reflection]
+    with FakeServer(script) as server:
+        config = load_bench_config(
+            None,
+            {
+                **_tiny(cache_dir).model_dump(mode="json"),
+                "seeds": [0],
+                "evaluations": 2,
+                "proposers": ["llm"],
+                "library": ["dpo"],
+                "heldout": {"seeds": [70], "eval_samples": None, "conditions": [{"name": "search settings"}]},
+            },
+        )
+        config.run.proposer.llm = config.run.proposer.llm.model_validate(
+            {
+                "base_url": server.base_url, "api_key_env": "LOSSFORGE_BENCH_KEY", "max_retries": 1, "timeout": 20,
+                "models": [{"name": "fake-model", "temperature": 0.5}],
+                "prices": {"models": {"fake-model": {"input": 10.0, "output": 20.0}}},
+            }
+        )
+        result = run_discovery_bench(config, tmp_path / "bench")
+    llm = result["proposers"]["llm"]["llm"]
+    assert llm["tokens_per_evaluated"] == 2200  # (proposal + reflection) x 1,100 tokens per evaluated candidate
+    assert llm["usd_per_evaluated"] == pytest.approx(2 * (1000 * 10 + 100 * 20) / 1e6)
+    assert "llm" not in result["settings"]["skipped"]
+
+
+def test_the_cli_refuses_bad_bench_settings_with_a_usage_error(tmp_path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lossforge.cli", "bench", "discovery", "--out", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    done = cli("--proposers", "evolution,genetic")
+    assert done.returncode == 2 and "genetic" in done.stderr
+    done = cli("--seeds", "1000")
+    assert done.returncode == 2 and "held-out seeds [1000] are also search seeds" in done.stderr
+    assert not (tmp_path / "discovery.json").exists()
