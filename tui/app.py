@@ -92,9 +92,9 @@ class LossforgeApp(App):
         # Sandboxes start their worker server here, before Textual replaces stdout/stderr (a server
         # started later would inherit the replaced streams' invalid file descriptors).
         from lossforge.agent.runner import default_sandbox
-        from lossforge.sandbox.process import ProcessSandbox
+        from lossforge.sandbox.factory import sandbox_from_config
 
-        self._sandbox = ProcessSandbox(timeout=20)
+        self._sandbox = sandbox_from_config(self.config.sandbox, timeout=20)  # plots: the run's backend too
         self._sandbox.warm()
         self._search_sandbox = None if attach else default_sandbox(self.config)
 
