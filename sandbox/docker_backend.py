@@ -59,6 +59,10 @@ HOST_IMAGE_REPOSITORY = "lossforge-sandbox-host"
 #: The image a user builds from ``docker/Dockerfile`` (``host_python=False``).
 DEFAULT_IMAGE = "lossforge-sandbox:latest"
 LABEL = "lossforge.sandbox"
+#: Directories of the container that are never bound from the host as a whole (the container's own
+#: /tmp, /proc, /dev, /sys, the socket directory, its /etc; /usr is bound whole only with host_python);
+#: paths below them can be (e.g. a cache under /tmp).
+RESERVED = ("/dev", "/etc", "/ipc", "/proc", "/sys", "/tmp", "/usr")
 SANDBOX_UID = 65534
 IPC_DIR = "/ipc"
 SOCKET_NAME = "worker.sock"
@@ -257,7 +261,7 @@ def docker_view(settings: DockerSettings, expose: tuple[str, ...] = ()) -> View:
                    os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.abspath(sys.executable)),
                    _lossforge_root()]
         needed += [p for p in server_sys_path() if "__path_hook__" not in p]
-    return View("docker", (), (), _normalise(needed, ()), settings)
+    return View("docker", RESERVED, (), _normalise(needed, RESERVED), settings)
 
 
 def _accept(listener: socket.socket, container: Any, deadline: float) -> socket.socket:

@@ -198,3 +198,14 @@ def test_the_run_config_and_the_tools_choose_the_docker_backend() -> None:
     finally:
         context.close()
     assert sandbox_from_config(RunConfig().sandbox).backend in ("bwrap", "unshare", "none")
+
+
+def test_the_view_never_binds_the_containers_own_directories(monkeypatch, tmp_path) -> None:
+    """A checkout under /tmp puts /tmp-ish entries on sys.path: paths below /tmp are bound, /tmp itself
+    (the host's whole /tmp, and the container's tmpfs) never is."""
+    from lossforge.sandbox.docker_backend import RESERVED, docker_view
+
+    monkeypatch.setattr(sys, "path", ["/tmp", "/etc", str(tmp_path), *sys.path])
+    view = docker_view(DockerSettings()).with_paths(["/tmp", "/proc", str(tmp_path)])
+    assert not set(view.expose) & set(RESERVED)
+    assert view.covers(str(tmp_path / "x")) and not view.covers("/tmp/elsewhere")
