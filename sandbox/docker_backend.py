@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import shutil
 import socket
 import sys
@@ -49,9 +50,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossforge.sandbox.isolation import View, _normalise, clean_environment, server_sys_path
+from lossforge.sandbox.process import STARTUP_TIMEOUT, ProcessSandbox, _Server
 from lossforge.sandbox.protocol import SandboxError, traceback_tail
+from lossforge.sandbox.server import write_frame
 
-__all__ = ["DockerSettings", "docker_status", "docker_view", "ensure_image", "remove_stale_containers",
+__all__ = ["DockerServer", "DockerSettings", "docker_status", "docker_view", "ensure_image", "remove_stale_containers",
            "skeleton_rootfs", "HOST_IMAGE_REPOSITORY", "DEFAULT_IMAGE"]
 
 #: Repository of the skeleton images made by ``ensure_image`` (tag: a hash of their content).
@@ -285,146 +288,145 @@ def _accept(listener: socket.socket, container: Any, deadline: float) -> socket.
             raise SandboxError("error", "the sandbox container did not connect in time")
 
 
-def make_server_class(base: type) -> type:
-    """``DockerServer``, a subclass of the process backend's server handle (``process._Server``) that
-    launches a container instead of a process; made here to keep the import graph one-way."""
+class DockerServer(_Server):
+    """The process backend's server handle (``process._Server``) launching a container instead of a
+    process; jobs, frames and the pool are shared."""
 
-    class DockerServer(base):  # type: ignore[misc, valid-type]
-        container: Any = None
-        cli: Any = None
-        ipc_root: str | None = None
+    container: Any = None
+    cli: Any = None
+    ipc_root: str | None = None
 
-        @property
-        def pid(self) -> int | None:
-            """The container's init process (the server) on the host."""
-            if self.container is None:
-                return None
-            try:
-                return int(self.container.attrs["State"]["Pid"]) or None
-            except (KeyError, TypeError, ValueError):
-                return None
+    @property
+    def pid(self) -> int | None:
+        """The container's init process (the server) on the host."""
+        if self.container is None:
+            return None
+        try:
+            return int(self.container.attrs["State"]["Pid"]) or None
+        except (KeyError, TypeError, ValueError):
+            return None
 
-        def _setup(self) -> dict[str, Any]:
-            setup = super()._setup()
-            try:
-                st = os.stat("/tmp")
-                setup["host_ids"] = {"/tmp": (st.st_dev, st.st_ino)}
-            except OSError:
-                setup["host_ids"] = {}
-            setup.update(backend="docker", host_pid=None, pid_namespace=False, hide_dirs=[], hide_files=[])
-            return setup
+    def _setup(self) -> dict[str, Any]:
+        setup = super()._setup()
+        try:
+            st = os.stat("/tmp")
+            setup["host_ids"] = {"/tmp": (st.st_dev, st.st_ino)}
+        except OSError:
+            setup["host_ids"] = {}
+        setup.update(backend="docker", host_pid=None, pid_namespace=False, hide_dirs=[], hide_files=[])
+        return setup
 
-        def _launch(self, setup: dict[str, Any]) -> tuple[int, int]:
-            from lossforge.sandbox.process import STARTUP_TIMEOUT
-            from lossforge.sandbox.server import write_frame
-            import pickle
-
-            settings: DockerSettings = self.view.options
-            self.cli = client(settings)
-            remove_stale_containers(self.cli)
-            image = ensure_image(self.cli, settings)
-            # The socket's directory is the only writable bind; its parent is root's alone on the host.
-            self.ipc_root = tempfile.mkdtemp(prefix="lossforge-docker-")
-            ipc = os.path.join(self.ipc_root, "ipc")
-            os.mkdir(ipc)
-            os.chmod(ipc, 0o777)
-            path = os.path.join(ipc, SOCKET_NAME)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(path)
-            os.chmod(path, 0o777)
-            listener.listen(2)
-            volumes = {ipc: {"bind": IPC_DIR, "mode": "rw"}}
-            if settings.host_python:
-                volumes["/usr"] = {"bind": "/usr", "mode": "ro"}
-            for exposed in self.view.expose:
-                if not (settings.host_python and (exposed == "/usr" or exposed.startswith("/usr/"))):
-                    volumes[exposed] = {"bind": exposed, "mode": "ro"}
-            python = sys.executable if settings.host_python else "python3"
-            paths = server_sys_path() if settings.host_python else []
-            command = [python, "-I", "-c", _BOOT.format(paths=paths), f"{IPC_DIR}/{SOCKET_NAME}"]
-            try:
-                self.container = self.cli.containers.run(
-                    image, command, detach=True, auto_remove=True, init=False,
-                    name=f"lossforge-sandbox-{os.getpid()}-{id(self) & 0xffffff:x}",
-                    labels={LABEL: "worker", f"{LABEL}.host": socket.gethostname(), f"{LABEL}.pid": str(os.getpid())},
-                    network_disabled=True, network_mode="none", read_only=True,
-                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={settings.tmpfs_mb}m,mode=1777"},
-                    mem_limit=f"{settings.memory_mb}m", memswap_limit=f"{settings.memory_mb}m",
-                    pids_limit=settings.pids_limit, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                    user=f"{SANDBOX_UID}:{SANDBOX_UID}", environment=clean_environment(), working_dir="/",
-                    volumes=volumes, ipc_mode="private", hostname="lossforge-sandbox", stdin_open=False)
-                deadline = time.monotonic() + STARTUP_TIMEOUT
-                jobs = _accept(listener, self.container, deadline)
-                messages = _accept(listener, self.container, deadline)
-            except SandboxError:
-                listener.close()
-                self._remove()
-                raise
-            except Exception as exc:  # noqa: BLE001 - APIError, ImageNotFound, ...
-                listener.close()
-                self._remove()
-                raise SandboxError("error", f"could not start the sandbox container: {type(exc).__name__}: {exc}",
-                                   traceback_tail(exc)) from exc
+    def _launch(self, setup: dict[str, Any]) -> tuple[int, int]:
+        settings: DockerSettings = self.view.options
+        self.cli = client(settings)
+        remove_stale_containers(self.cli)
+        image = ensure_image(self.cli, settings)
+        # The socket's directory is the only writable bind; its parent is root's alone on the host.
+        self.ipc_root = tempfile.mkdtemp(prefix="lossforge-docker-")
+        ipc = os.path.join(self.ipc_root, "ipc")
+        os.mkdir(ipc)
+        os.chmod(ipc, 0o777)
+        path = os.path.join(ipc, SOCKET_NAME)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o777)
+        listener.listen(2)
+        volumes = {ipc: {"bind": IPC_DIR, "mode": "rw"}}
+        if settings.host_python:
+            volumes["/usr"] = {"bind": "/usr", "mode": "ro"}
+        for exposed in self.view.expose:
+            if not (settings.host_python and (exposed == "/usr" or exposed.startswith("/usr/"))):
+                volumes[exposed] = {"bind": exposed, "mode": "ro"}
+        python = sys.executable if settings.host_python else "python3"
+        paths = server_sys_path() if settings.host_python else []
+        command = [python, "-I", "-c", _BOOT.format(paths=paths), f"{IPC_DIR}/{SOCKET_NAME}"]
+        try:
+            self.container = self.cli.containers.run(
+                image, command, detach=True, auto_remove=True, init=False,
+                name=f"lossforge-sandbox-{os.getpid()}-{id(self) & 0xffffff:x}",
+                labels={LABEL: "worker", f"{LABEL}.host": socket.gethostname(), f"{LABEL}.pid": str(os.getpid())},
+                network_disabled=True, network_mode="none", read_only=True,
+                tmpfs={"/tmp": f"rw,nosuid,nodev,size={settings.tmpfs_mb}m,mode=1777"},
+                mem_limit=f"{settings.memory_mb}m", memswap_limit=f"{settings.memory_mb}m",
+                pids_limit=settings.pids_limit, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+                user=f"{SANDBOX_UID}:{SANDBOX_UID}", environment=clean_environment(), working_dir="/",
+                volumes=volumes, ipc_mode="private", hostname="lossforge-sandbox", stdin_open=False)
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            jobs = _accept(listener, self.container, deadline)
+            messages = _accept(listener, self.container, deadline)
+        except SandboxError:
             listener.close()
-            in_w, out_r = jobs.detach(), messages.detach()
-            try:
-                self.container.reload()
-            except Exception:  # noqa: BLE001
-                pass
-            try:
-                write_frame(in_w, pickle.dumps(setup))
-            except OSError:
-                pass
-            return in_w, out_r
-
-        def stderr_tail(self, limit: int = 2000) -> str:
-            if self.container is None:
-                return ""
-            try:
-                return self.container.logs(stdout=True, stderr=True, tail=40).decode(errors="replace")[-limit:]
-            except Exception:  # noqa: BLE001 - gone
-                return ""
-
-        def _alive(self) -> bool:
-            if self.container is None:
-                return False
-            try:
-                self.container.reload()
-                return self.container.status in ("created", "running")
-            except Exception:  # noqa: BLE001
-                return False
-
-        def _terminate(self, force: bool) -> None:
-            """The server exits at the end of its job connection; the container then removes itself.
-            Kill and remove it if it has not gone within the grace period."""
-            if self.container is not None:
-                deadline = time.monotonic() + (0.5 if force else 5.0)
-                while time.monotonic() < deadline and self._alive():
-                    time.sleep(0.05)
             self._remove()
+            raise
+        except Exception as exc:  # noqa: BLE001 - APIError, ImageNotFound, ...
+            listener.close()
+            self._remove()
+            raise SandboxError("error", f"could not start the sandbox container: {type(exc).__name__}: {exc}",
+                               traceback_tail(exc)) from exc
+        listener.close()
+        in_w, out_r = jobs.detach(), messages.detach()
+        try:
+            self.container.reload()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            write_frame(in_w, pickle.dumps(setup))
+        except OSError:
+            pass
+        return in_w, out_r
 
-        def _remove(self) -> None:
-            if self.container is not None:
-                try:
-                    self.container.remove(force=True)
-                except Exception:  # noqa: BLE001 - already removed
-                    pass
-            if self.ipc_root is not None:
-                shutil.rmtree(self.ipc_root, ignore_errors=True)
-                self.ipc_root = None
-            if self.cli is not None:
-                try:
-                    self.cli.close()
-                except Exception:  # noqa: BLE001
-                    pass
+    def stderr_tail(self, limit: int = 2000) -> str:
+        if self.container is None:
+            return ""
+        try:
+            return self.container.logs(stdout=True, stderr=True, tail=40).decode(errors="replace")[-limit:]
+        except Exception:  # noqa: BLE001 - gone
+            return ""
 
-    return DockerServer
+    def _alive(self) -> bool:
+        if self.container is None:
+            return False
+        try:
+            self.container.reload()
+            return self.container.status in ("created", "running")
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _terminate(self, force: bool) -> None:
+        """The server exits at the end of its job connection; the container then removes itself.
+        Kill and remove it if it has not gone within the grace period."""
+        if self.container is not None:
+            deadline = time.monotonic() + (0.5 if force else 5.0)
+            while time.monotonic() < deadline and self._alive():
+                time.sleep(0.05)
+        self._remove()
+
+    def _remove(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception:  # noqa: BLE001 - already removed
+                pass
+        if self.ipc_root is not None:
+            shutil.rmtree(self.ipc_root, ignore_errors=True)
+            self.ipc_root = None
+        if self.cli is not None:
+            try:
+                self.cli.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def children_uid(self, identity: str) -> int:
+        """Children keep the container's (non-root) user."""
+        return int(self.facts.get("euid", SANDBOX_UID))
+
+    def describe(self, sandbox: ProcessSandbox) -> dict[str, bool | str]:
+        """``ProcessSandbox.layers()`` for the Docker backend (same keys as the other backends)."""
+        return describe_layers(self.facts, self.view.options, sandbox)
 
 
-def describe_layers(server: Any, sandbox: Any) -> dict[str, bool | str]:
-    """``ProcessSandbox.layers()`` for the Docker backend (same keys as the other backends)."""
-    facts = server.facts
-    settings: DockerSettings = server.view.options
+def describe_layers(facts: dict[str, Any], settings: DockerSettings, sandbox: ProcessSandbox) -> dict[str, bool | str]:
+    """The layers in effect in a Docker worker, from the facts its server measured at start."""
     memory = f"{sandbox.memory_mb} MB address space" if sandbox.memory_mb is not None else "no address-space limit"
     image = "skeleton image + host Python bound read-only" if settings.host_python else f"image {settings.image}"
     return {

@@ -286,6 +286,14 @@ class _Server:
     def _alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def children_uid(self, identity: str) -> int:
+        """The host uid a job's child runs as with ``identity`` (what ``RLIMIT_NPROC`` counts)."""
+        return NOBODY if identity in ("nobody", "nobody-rootfs") else os.getuid()
+
+    def describe(self, sandbox: "ProcessSandbox") -> dict[str, bool | str]:
+        """``ProcessSandbox.layers()`` of this server."""
+        return _describe_layers(self, sandbox)
+
     def submit(self, job: dict[str, Any]) -> tuple[int, _Waiter]:
         """Send ``job``; raises ``_ServerGone`` if the server has died (the caller starts a new one)."""
         with self.lock:
@@ -384,16 +392,10 @@ def _acquire(view: View, max_result_bytes: int) -> _Server:
 
 def _server_class(view: View) -> type[_Server]:
     if view.backend == "docker":
-        from lossforge.sandbox.docker_backend import make_server_class
+        from lossforge.sandbox.docker_backend import DockerServer
 
-        global _DOCKER_SERVER
-        if _DOCKER_SERVER is None:
-            _DOCKER_SERVER = make_server_class(_Server)
-        return _DOCKER_SERVER
+        return DockerServer
     return _Server
-
-
-_DOCKER_SERVER: type[_Server] | None = None
 
 
 def _release(server: _Server, max_result_bytes: int) -> None:
@@ -608,11 +610,7 @@ class ProcessSandbox:
         host, as measured inside the server at start (starts it if needed). Absent layers are False."""
         server = self._server_for(self._view)
         try:
-            if server.view.backend == "docker":
-                from lossforge.sandbox.docker_backend import describe_layers
-
-                return describe_layers(server, self)
-            return _describe_layers(server, self)
+            return server.describe(self)
         finally:
             self._done_with(server)
 
@@ -754,9 +752,7 @@ class ProcessSandbox:
         threads = 1 if single_thread else (os.cpu_count() or 1)
         identity = self._identity(server, paths)
         processes = None
-        uid = NOBODY if identity in ("nobody", "nobody-rootfs") else os.getuid()
-        if server.view.backend == "docker":  # the container's own user (non-root)
-            uid = int(server.facts.get("euid", NOBODY))
+        uid = server.children_uid(identity)
         if identity != "root-nocaps" and uid != 0:  # RLIMIT_NPROC does not bind root
             processes = 1 if mode != "run" else _user_tasks(uid) + self.task_processes
         job: dict[str, Any] = {
