@@ -35,6 +35,13 @@ DEFAULT_BETAS = (0.05, 0.1, 0.3)
 RHOS = [x / 20 for x in range(-80, 81)]  # rho in [-4, 4]: where training margins live
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Lay out ``fig``, write it to ``path`` as PNG and free it (the report's plots are many)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def _best_so_far(candidates: list[Candidate]) -> tuple[list[int], list[float]]:
     evaluated = sorted((c for c in candidates if c.generation is not None), key=lambda c: c.generation)
     xs, ys, best = [], [], -math.inf
@@ -58,9 +65,7 @@ def plot_best(candidates: list[Candidate], path: Path) -> None:
     ax.set_ylabel("fitness (reward gain at KL budget)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _limits(series: list[list[float]], curves: dict[str, dict[str, list[float]]]) -> tuple[float, float]:
@@ -88,9 +93,7 @@ def plot_shapes(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
     left.set_ylim(*_limits([c["value"] for c in curves.values()], curves))
     right.set_ylim(*_limits([c["derivative"] for c in curves.values()], curves))
     left.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_reward_kl(candidates: list[Candidate], kl_budget: float | None, path: Path) -> None:
@@ -106,9 +109,7 @@ def plot_reward_kl(candidates: list[Candidate], kl_budget: float | None, path: P
     ax.set_ylabel("true reward gain (reference std)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -148,9 +149,7 @@ def plot_frontier(frontier: dict[str, dict[float, dict[str, Any] | None]], kl_bu
     ax.set_title("reward-vs-KL frontier across betas")
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def funnel_counts(candidates: list[Candidate]) -> dict[str, Any]:
@@ -187,9 +186,7 @@ def plot_funnel(stages: list[tuple[str, int]], path: Path, title: str = "rejecti
     ax.set_xlim(0, max(top, 1) * 1.12)
     ax.set_title(title)
     ax.set_xlabel("candidates")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def stage_costs(candidates: list[Candidate]) -> dict[str, dict[str, float]]:
@@ -223,9 +220,7 @@ def plot_costs(costs: dict[str, dict[str, float]], wall: float | None, path: Pat
     right.set_xlabel("% of total")
     right.tick_params(axis="y", labelsize=7)
     right.set_title("share of the run's wall time" if wall is not None else "share of stage time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _run_wall_seconds(run_dir: Path) -> float | None:

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lossforge.report import save_figure  # noqa: E402
 from lossforge.report_html import Section, render_html, render_markdown  # noqa: E402
 
 __all__ = ["write_bench_report"]
@@ -67,9 +68,7 @@ def plot_best_so_far(result: dict[str, Any], path: Path) -> None:
         ax.set_ylim(bottom=min(low + bar) - 0.05)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_funnels(result: dict[str, Any], path: Path) -> None:
@@ -88,9 +87,7 @@ def plot_funnels(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("candidates (all seeds, log)")
     ax.set_title("rejection funnel")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_heldout(result: dict[str, Any], path: Path) -> None:
@@ -113,9 +110,7 @@ def plot_heldout(result: dict[str, Any], path: Path) -> None:
     right.set_xlabel("held-out fitness per condition (mean over seeds)")
     right.legend(fontsize=7)
     right.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_costs(result: dict[str, Any], path: Path) -> None:
@@ -133,9 +128,7 @@ def plot_costs(result: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("seconds per evaluated candidate")
     ax.set_title("costs (mean over seeds)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_bench_report(bench_dir: Path) -> Path:
