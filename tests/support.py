@@ -18,6 +18,23 @@ def exec_candidate(code: str) -> types.FunctionType:
     return functions[0]
 
 
+#: Scripted LLM proposals: a loss that passes every check, and one that fails "shape" (a scalar).
+SIGMOID_CODE = """import torch
+import torch.nn.functional as F
+
+def smooth_sigmoid(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    return -F.logsigmoid(beta * margin) + 0.1 * F.softplus(-beta * margin) ** 2
+"""
+SCALAR_CODE = """import torch
+import torch.nn.functional as F
+
+def scalar_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
+    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    return (-F.logsigmoid(beta * margin)).mean()
+"""
+
+
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny tensors: OpenMP threads only cost time (2x on a busy machine); restored afterwards.

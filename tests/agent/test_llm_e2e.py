@@ -27,6 +27,7 @@ from lossforge.llm.fake_server import FakeServer
 from lossforge.sandbox.process import ProcessSandbox
 from lossforge.trainer.losses import library_code
 from tests.conftest import tiny_config_toml
+from tests.support import SCALAR_CODE, SIGMOID_CODE
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +38,6 @@ PROPOSE = "This is proposal"  # in every proposal prompt (not in repairs)
 REPAIR = "Repair this candidate"
 REFLECT = "Your reflection"
 
-SIGMOID_CODE = """import torch
-import torch.nn.functional as F
-
-def smooth_sigmoid(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
-    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    return -F.logsigmoid(beta * margin) + 0.1 * F.softplus(-beta * margin) ** 2
-"""
-SCALAR_CODE = """import torch
-import torch.nn.functional as F
-
-def scalar_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
-    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    return (-F.logsigmoid(beta * margin)).mean()
-"""
 
 
 def answer(name: str, code: str, thought: str) -> str:

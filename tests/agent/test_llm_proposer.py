@@ -29,24 +29,11 @@ from lossforge.llm.cost import Budget, BudgetLimits, Price, PriceTable
 from lossforge.llm.fake_server import FakeServer
 from lossforge.sandbox.checks import run_checks
 from lossforge.trainer.losses import library_code
+from tests.support import SCALAR_CODE, SIGMOID_CODE
 
 KEY_ENV = "LOSSFORGE_TEST_KEY"
 KEY = "sk-test-SECRET123"
 
-SIGMOID_CODE = """import torch
-import torch.nn.functional as F
-
-def smooth_sigmoid(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
-    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    return -F.logsigmoid(beta * margin) + 0.1 * F.softplus(-beta * margin) ** 2
-"""
-SCALAR_CODE = """import torch
-import torch.nn.functional as F
-
-def scalar_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
-    margin = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    return (-F.logsigmoid(beta * margin)).mean()
-"""
 
 
 def answer(name: str = "smooth_sigmoid", code: str = SIGMOID_CODE, thought: str = "Add a squared softplus.") -> str:
