@@ -119,7 +119,10 @@ class RunConfig(_Strict):
 
     def fitness_identity(self) -> dict[str, Any]:
         """The settings that make fitness values comparable; a resumed run must not change them."""
-        return {"seed": self.search.seed, "proxy": self.proxy.model_dump()}
+        proxy = self.proxy.model_dump()
+        if not self.proxy.fitness.variants:  # one screen: how readings would combine changes nothing
+            proxy["fitness"] = {"variants": []}
+        return {"seed": self.search.seed, "proxy": proxy}
 
 
 class ConfigError(ValueError):

@@ -25,7 +25,7 @@ from lossforge.agent.train_stage import training_note
 from lossforge.config import RunConfig
 from lossforge.sandbox.fingerprint import same_behaviour
 from lossforge.sandbox.protocol import Sandbox
-from lossforge.tools.core import check_candidate, screen_candidate
+from lossforge.tools.core import check_candidate, screen_for_fitness
 
 
 def _set(event: threading.Event) -> threading.Event:
@@ -78,6 +78,10 @@ class SearchNodes:
         self.wait_while_paused()
         step = state.get("step", 0)
         context = build_context(self.archive, step, self.config.search.seed, self.beta)
+        fitness = self.config.proxy.fitness
+        if fitness.variants:
+            context.fitness_betas = [s.beta for s in fitness.settings(self.config.proxy.screen)]
+            context.fitness_aggregate = fitness.aggregate
         repair_of = state.get("repair_of")
         spent = self._budget_spent()
         if spent and repair_of is not None:
@@ -185,14 +189,14 @@ class SearchNodes:
         emit("screen_started", candidate_id=candidate.id, name=candidate.name)
         proxy = self.config.proxy
         started = time.perf_counter()
-        outcome = screen_candidate(  # the tools' code path (tools/core.py), as screen_loss runs it
+        outcome = screen_for_fitness(  # the tools' code path (tools/core.py), as screen_loss runs it
             self.sandbox,
             candidate.code,
-            proxy.world.model_dump(),
-            proxy.screen.model_dump(),
+            proxy,
             self.config.search.seed,
             str(self.config.resolved_cache_dir()),
             self.config.sandbox.screen_timeout,
+            threshold=self._lazy_threshold(),
         )
         fields: dict[str, Any]
         if outcome.status == "evaluated":
@@ -216,6 +220,14 @@ class SearchNodes:
             evaluated=self.archive.count_evaluated(),
         )
         return {}
+
+    def _lazy_threshold(self) -> float | None:
+        """The archive's k-th best fitness when the fitness variants are screened lazily (else None)."""
+        fitness = self.config.proxy.fitness
+        if not fitness.variants or fitness.aggregate != "min" or fitness.lazy_top_k is None:
+            return None
+        top = self.archive.top(fitness.lazy_top_k)
+        return top[-1].fitness if len(top) == fitness.lazy_top_k else None
 
     def train(self, state: SearchState) -> dict[str, Any]:
         """The optional train stage ([train] enabled): train and judge the candidate if it is promoted."""

@@ -77,9 +77,26 @@ result; use them. Prefer ideas that are simple, numerically safe and clearly dif
 already been tried. Answer with a single JSON object and nothing else."""
 
 
-def task_description(beta: float) -> str:
-    """The task, the candidate interface, the checks and the meaning of fitness."""
-    return f"""\
+def task_description(beta: float, fitness_betas: list[float] | None = None, aggregate: str = "min") -> str:
+    """The task, the candidate interface, the checks and the meaning of fitness (over `fitness_betas`
+    combined by `aggregate` when the search reads it at several betas)."""
+    return _TASK.format(beta=beta) + _several_betas(beta, fitness_betas or [], aggregate)
+
+
+def _several_betas(beta: float, betas: list[float], aggregate: str) -> str:
+    others = sorted({b for b in betas if b != beta})
+    if not others:
+        return ""
+    listed = ", ".join(f"{b:g}" for b in [beta, *others])
+    how = "the worst (lowest) of" if aggregate == "min" else "the mean of"
+    return (
+        f"\n3. In this search the fitness is {how} the readings at beta {listed}: the same loss is trained once per "
+        "beta, so it must work across betas, not only at the one it was tuned for (a fixed target on "
+        "`beta * margin` moves the policy very differently at each beta)."
+    )
+
+
+_TASK = """\
 ## The task
 Write one loss for preference pairs. A candidate is Python source with exactly one top-level function:
 
@@ -235,7 +252,7 @@ def proposal_messages(context: ProposalContext, limits: PromptLimits | None = No
     """System and user messages for one proposal (a repair when ``context.repair_of`` is set)."""
     limits = limits or PromptLimits()
     best, diverse, failures = select_views(context, limits)
-    head = task_description(context.beta)
+    head = task_description(context.beta, context.fitness_betas, context.fitness_aggregate)
     if context.repair_of is not None:
         tail = FORMAT_INSTRUCTIONS + "\nReply with the JSON object only."
     else:
@@ -318,6 +335,9 @@ def describe_outcome(
     kl = result.get("final_kl")
     if isinstance(kl, (int, float)):
         lines.append(f"Final KL to the reference: {kl:.3f} nats.")
+    readings = readings_line(result)
+    if readings:
+        lines.append(readings)
     path = result.get("path")
     if isinstance(path, list) and path:
         points = [
@@ -330,6 +350,22 @@ def describe_outcome(
     if view.code.strip():
         lines += ["Code:", "```python", _cut(view.code, max_code_chars), "```"]
     return "\n".join(lines)
+
+
+def readings_line(result: dict | None) -> str | None:
+    """One sentence on the fitness readings per setting ([proxy.fitness] variants), or None without them."""
+    readings = (result or {}).get("readings")
+    if not isinstance(readings, list) or len(readings) < 2 and (result or {}).get("complete", True):
+        return None
+    parts = []
+    for reading in readings:
+        value = reading.get("fitness")
+        shown = f"{value:.3f}" if _finite(value) else f"{reading.get('status')} ({_one_line(str(reading.get('error')), 120)}, counted as 0)"
+        parts.append(f"beta {reading.get('beta')}: {shown}")
+    sentence = f"Fitness is the {result.get('aggregate', 'min')} over settings; readings: " + "; ".join(parts) + "."
+    if result.get("complete") is False:
+        sentence += " The other settings were skipped: this first reading is already below the top candidates."
+    return sentence
 
 
 def reflection_messages(candidate_summary: str) -> list[dict[str, str]]:

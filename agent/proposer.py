@@ -30,6 +30,8 @@ class ProposalContext(BaseModel):
     step: int = 0
     seed: int = 0
     beta: float = 0.1
+    fitness_betas: list[float] = Field(default_factory=list)  # every beta the fitness reads ([proxy.fitness]); empty: only `beta`
+    fitness_aggregate: str = "min"  # how those readings combine
     best: list[ArchiveView] = Field(default_factory=list)
     recent: list[ArchiveView] = Field(default_factory=list)
     failures: list[ArchiveView] = Field(default_factory=list)

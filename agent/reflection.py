@@ -7,6 +7,7 @@ the proposer.
 from __future__ import annotations
 
 from lossforge.agent.archive import Candidate
+from lossforge.agent.prompts import readings_line
 
 
 def reflect_offline(candidate: Candidate, best_before: float | None) -> str:
@@ -22,9 +23,15 @@ def reflect_offline(candidate: Candidate, best_before: float | None) -> str:
     result = candidate.result or {}
     kl = result.get("final_kl")
     detail = f" final KL {kl:.2f} nats," if isinstance(kl, float) else ""
+    note = _relative_note(candidate.fitness, best_before, detail)
+    readings = readings_line(result)
+    return f"{note} {readings}" if readings else note
+
+
+def _relative_note(fitness: float, best_before: float | None, detail: str) -> str:
     if best_before is None:
-        return f"First evaluated loss: fitness {candidate.fitness:.3f}.{detail} it sets the bar."
-    delta = candidate.fitness - best_before
+        return f"First evaluated loss: fitness {fitness:.3f}.{detail} it sets the bar."
+    delta = fitness - best_before
     if delta > 0:
-        return f"New best: fitness {candidate.fitness:.3f} (+{delta:.3f}).{detail} its structure is worth exploiting."
-    return f"Fitness {candidate.fitness:.3f}, {abs(delta):.3f} below the best.{detail} keep it only as a source of diversity."
+        return f"New best: fitness {fitness:.3f} (+{delta:.3f}).{detail} its structure is worth exploiting."
+    return f"Fitness {fitness:.3f}, {abs(delta):.3f} below the best.{detail} keep it only as a source of diversity."

@@ -71,11 +71,17 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
     current = json.loads(json.dumps(config.fitness_identity(), default=str))
     if stored is None:
         return
+    if isinstance(stored.get("proxy"), dict) and "fitness" not in stored["proxy"]:
+        stored["proxy"]["fitness"] = {"variants": []}  # made before [proxy.fitness]: one screen per candidate
     differences = _diff(stored, current)
     if differences:
+        hint = ""
+        if any(d.startswith("proxy.fitness") for d in differences) and stored["proxy"]["fitness"] == {"variants": []}:
+            hint = "\nThis run reads fitness from one screen: add [proxy.fitness] variants = [] to continue it."
         raise ConfigMismatch(
             "this run directory was started with other settings that change fitness values:\n  - "
             + "\n  - ".join(differences)
+            + hint
             + "\nUse the original settings to continue it (see config.json in the run directory), or start a new --run-dir."
         )
 

@@ -44,3 +44,29 @@ def test_missing_file_and_bad_toml_are_clear(tmp_path) -> None:
 def test_unknown_proposer_kind_is_refused() -> None:
     with pytest.raises(ConfigError, match="proposer.kind"):
         load_config(overrides={"proposer.kind": "oracle"})
+
+
+def test_fitness_variants_read_from_toml(tmp_path) -> None:
+    path = tmp_path / "robust.toml"
+    path.write_text("[proxy.screen]\nbeta = 0.1\n[proxy.fitness]\nvariants = [{beta = 0.2}]\naggregate = 'min'\nlazy_top_k = 4\n")
+    config = load_config(path)
+    settings = config.proxy.fitness.settings(config.proxy.screen)
+    assert [s.beta for s in settings] == [0.1, 0.2]
+    assert settings[1].steps == config.proxy.screen.steps  # a variant changes only what it names
+    assert config.proxy.fitness.combine([0.9, 0.4]) == 0.4
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ("[{bta = 0.2}]", "unknown [proxy.screen] fields ['bta']"),
+        ("[{beta = -0.2}]", "variant 1 {'beta': -0.2} is not a valid screen: beta"),
+        ("[{}]", "variant 1 is empty"),
+    ],
+)
+def test_bad_fitness_variants_say_which_and_why(tmp_path, variants: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[proxy.fitness]\nvariants = {variants}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)

@@ -2,9 +2,11 @@
 
 `check_candidate(sandbox, code, beta)` runs the unit-check suite in the sandbox and returns its
 `CheckReport`; `screen_candidate(sandbox, code, world, screen, seed, cache_dir, timeout)` runs one
-proxy screen in the sandbox and classifies it. `tools.api.check_loss` / `screen_loss` and
-`agent.nodes.SearchNodes.check` / `screen` call exactly these two functions, so an agent using the tools
-and the search itself see the same checks, the same fitness and the same failure classification.
+proxy screen in the sandbox and classifies it; `screen_for_fitness` reads the search's fitness
+(``[proxy.fitness]``: the screen and its variants, aggregated) through `screen_candidate`.
+`tools.api.check_loss` / `screen_loss` and `agent.nodes.SearchNodes.check` / `screen` call exactly these
+functions, so an agent using the tools and the search itself see the same checks, the same fitness and
+the same failure classification.
 
 What it guarantees
 ------------------
@@ -13,6 +15,10 @@ What it guarantees
   values or no fitness: `error` is its reason, `result` its data) or 'failed' (the sandbox raised:
   timeout, crash, policy; `error` is "kind: message", `result` None). Never an exception for a bad
   candidate.
+* `screen_for_fitness` with no variants is `screen_candidate`. With variants, a degenerate or failed
+  first reading is the outcome as it is; a variant that turns degenerate or fails reads 0 (its reason is
+  in ``result["readings"]``); ``result["complete"]`` says whether every variant was screened (False:
+  lazily skipped below ``threshold``, and the fitness is the first reading, an upper bound of the min).
 * Importing this module loads neither torch nor the proxy (they load on the first screen).
 """
 from __future__ import annotations
@@ -22,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["ScreenOutcome", "check_candidate", "screen_candidate"]
+__all__ = ["ScreenOutcome", "check_candidate", "screen_candidate", "screen_for_fitness"]
 
 
 def check_candidate(sandbox: Any, code: str, beta: float) -> Any:
@@ -64,3 +70,58 @@ def screen_candidate(
     if not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
         return ScreenOutcome("degenerate", None, str(data.get("degenerate") or "non-finite fitness"), data, seconds)
     return ScreenOutcome("evaluated", float(fitness), None, data, seconds)
+
+
+def _reading(outcome: ScreenOutcome, screen: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
+    data = outcome.result or {}
+    return {
+        "variant": variant,
+        "beta": screen["beta"],
+        "status": outcome.status,
+        "fitness": outcome.fitness,
+        "error": outcome.error,
+        "final_kl": data.get("final_kl"),
+        "final_reward_gain": data.get("final_reward_gain"),
+        "seconds": round(outcome.seconds, 3),
+    }
+
+
+def screen_for_fitness(
+    sandbox: Any,
+    code: str,
+    proxy: Any,
+    seed: int,
+    cache_dir: str,
+    timeout: float,
+    threshold: float | None = None,
+) -> ScreenOutcome:
+    """The search's fitness of `code`: the screen of ``proxy.screen`` and of each ``proxy.fitness`` variant.
+
+    `proxy` is a `ProxyConfig`. `threshold` is the archive's k-th best fitness when lazy evaluation
+    applies (``aggregate = "min"`` and ``lazy_top_k`` set; None: screen every variant). The outcome's
+    `result` is the first screen's data (its path, KL, accuracy) with ``fitness`` the aggregate, plus
+    ``readings`` (one per setting), ``aggregate`` and ``complete``; `seconds` add up all screens.
+    """
+    world = proxy.world.model_dump()
+    settings = [s.model_dump() for s in proxy.fitness.settings(proxy.screen)]
+    first = screen_candidate(sandbox, code, world, settings[0], seed, cache_dir, timeout)
+    if not proxy.fitness.variants or first.status != "evaluated":
+        return first
+    readings = [_reading(first, settings[0], {})]
+    lazy = proxy.fitness.aggregate == "min" and threshold is not None and first.fitness < threshold
+    seconds = first.seconds
+    if not lazy:
+        for variant, screen in zip(proxy.fitness.variants, settings[1:]):
+            outcome = screen_candidate(sandbox, code, world, screen, seed, cache_dir, timeout)
+            readings.append(_reading(outcome, screen, variant))
+            seconds += outcome.seconds
+    values = [r["fitness"] if r["fitness"] is not None else 0.0 for r in readings]
+    fitness = first.fitness if lazy else proxy.fitness.combine(values)
+    result = {
+        **(first.result or {}),
+        "fitness": fitness,  # the archive's fitness; each setting's own is in readings
+        "readings": readings,
+        "aggregate": proxy.fitness.aggregate,
+        "complete": not lazy,
+    }
+    return ScreenOutcome("evaluated", fitness, None, result, seconds)

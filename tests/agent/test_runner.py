@@ -49,6 +49,24 @@ def test_settings_that_change_fitness_are_refused_on_resume(tmp_path, tiny_run_c
     assert (tmp_path / "archive.sqlite").read_bytes() == before
 
 
+def test_a_run_made_before_fitness_variants_continues_with_one_screen(tmp_path, tiny_run_config) -> None:
+    one = tiny_run_config.search.model_copy(update={"generations": 1})
+    run_search(tmp_path, tiny_run_config.model_copy(update={"search": one}))
+    archive = Archive(tmp_path / "archive.sqlite")
+    identity = archive.get_meta("fitness_identity")
+    del identity["proxy"]["fitness"]  # what a run directory of an earlier lossforge holds
+    archive.set_meta("fitness_identity", identity)
+    archive.close()
+
+    with pytest.raises(ConfigMismatch, match=r"add \[proxy.fitness\] variants = \[\] to continue it"):
+        run_search(tmp_path, tiny_run_config)  # today's default reads two betas: refused, with the way out
+    single = tiny_run_config.model_copy(deep=True)
+    single.proxy.fitness.variants = []
+    two = tiny_run_config.search.model_copy(update={"generations": 2})
+    summary = run_search(tmp_path, single.model_copy(update={"search": two}))
+    assert summary.evaluated_before == 1 and summary.counts["evaluated"] == 3  # the same search, two more
+
+
 def test_a_stop_request_ends_the_search_after_the_current_step(tmp_path, tiny_run_config) -> None:
     import threading
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -63,8 +64,91 @@ class ScreenConfig(_Strict):
     threads: int = Field(2, ge=1, le=64, description="torch threads for one screen.")
 
 
+def _scaled(field: str, base: Any, value: Any) -> Any:
+    """`value`, or `base` times k when `value` is the string "<k>x" (e.g. beta "2x")."""
+    if not (isinstance(value, str) and value.endswith("x")):
+        return value
+    try:
+        factor = float(value[:-1])
+    except ValueError:
+        raise ValueError(f"{field} = {value!r}: a relative value is a number followed by x, e.g. '2x'") from None
+    if not isinstance(base, (int, float)) or isinstance(base, bool):
+        raise ValueError(f"{field} = {value!r}: only numeric fields can be scaled")
+    return int(round(base * factor)) if isinstance(base, int) else float(f"{base * factor:.12g}")  # 0.1 * 3 -> 0.3
+
+
+def apply_overrides(base: ScreenConfig, overrides: dict[str, Any]) -> ScreenConfig:
+    """`base` with `overrides` applied and validated; a value "<k>x" multiplies the base's (beta "2x",
+    steps "2x"), so a setting stays relative to whatever the base screen is."""
+    unknown = sorted(set(overrides) - set(ScreenConfig.model_fields))
+    if unknown:
+        raise ValueError(f"unknown [proxy.screen] fields {unknown}")
+    data = base.model_dump()
+    data.update({key: _scaled(key, data[key], value) for key, value in overrides.items()})
+    return ScreenConfig(**data)
+
+
+class FitnessConfig(_Strict):
+    """How the search's fitness is read from one or more screens of a candidate.
+
+    With no ``variants`` the fitness is the one screen's (``[proxy.screen]``). Each variant is a set of
+    overrides of ``[proxy.screen]`` (e.g. ``{beta = 0.2}``, or ``{beta = "2x"}`` relative to the screen's),
+    screened in addition on the same world, and
+    the fitness is the ``aggregate`` of all readings: ``min`` (the worst case: a loss must work at every
+    setting) or ``mean``. A reading that turns degenerate or fails counts as 0 (the reference: its
+    policy would be thrown away), as on held-out settings.
+
+    ``lazy_top_k`` (``min`` only) saves the variants' screens for candidates that cannot reach the top
+    k: when the first reading is already below the archive's k-th best fitness, the minimum over all
+    readings is too, so the variants are skipped and the first reading (an upper bound) is recorded. The
+    top k is exact: a skipped candidate's upper bound is below the k-th best when it is recorded, and
+    the k-th best only rises.
+    """
+
+    variants: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"beta": "2x"}],
+        description="Overrides of [proxy.screen], each screened in addition ({beta = \"2x\"}: twice the screen's beta; [] for one screen).",
+    )
+    aggregate: Literal["min", "mean"] = Field("min", description="How the readings combine: worst case or mean.")
+    lazy_top_k: int | None = Field(
+        8, ge=1, description="Screen the variants only for candidates whose first reading can reach the top k (min only; None: always)."
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _known_fields(cls, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, variant in enumerate(variants):
+            unknown = sorted(set(variant) - set(ScreenConfig.model_fields))
+            if unknown:
+                raise ValueError(f"variant {index + 1} {variant}: unknown [proxy.screen] fields {unknown}")
+            if not variant:
+                raise ValueError(f"variant {index + 1} is empty: give at least one [proxy.screen] field to change")
+        return variants
+
+    def settings(self, screen: ScreenConfig) -> list[ScreenConfig]:
+        """The screen settings of every reading: `screen` itself first, then each variant applied to it."""
+        return [screen, *(apply_overrides(screen, variant) for variant in self.variants)]
+
+    def combine(self, readings: list[float]) -> float:
+        """The fitness of `readings` (one per setting, a failed reading given as 0)."""
+        return min(readings) if self.aggregate == "min" else sum(readings) / len(readings)
+
+
 class ProxyConfig(_Strict):
-    """The whole proxy: the world (cached per seed) and the screen (per candidate)."""
+    """The whole proxy: the world (cached per seed), the screen (per candidate) and how its fitness is read."""
 
     world: WorldConfig = WorldConfig()
     screen: ScreenConfig = ScreenConfig()
+    fitness: FitnessConfig = FitnessConfig()
+
+    @model_validator(mode="after")
+    def _variants_are_valid_screens(self) -> "ProxyConfig":
+        for index, variant in enumerate(self.fitness.variants):
+            try:
+                apply_overrides(self.screen, variant)
+            except ValidationError as error:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+                raise ValueError(f"[proxy.fitness] variant {index + 1} {variant} is not a valid screen: {problems}") from None
+            except ValueError as error:
+                raise ValueError(f"[proxy.fitness] variant {index + 1} {variant}: {error}") from None
+        return self

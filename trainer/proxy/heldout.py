@@ -41,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lossforge.trainer.proxy.build import ProxyTask, load_task
-from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig
+from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig, apply_overrides
 from lossforge.trainer.proxy.screen import LossFn, screen
 
 __all__ = [
@@ -108,17 +108,13 @@ DEFAULT_CONDITIONS: tuple[HeldOutCondition, ...] = (
 def condition_screen(base: ScreenConfig, condition: HeldOutCondition, eval_samples: int | None) -> ScreenConfig:
     """The screen settings of `condition`: the search's `base` with the overrides applied.
 
-    A ``steps`` override of the form ``"<k>x"`` multiplies the base's steps (and checkpoints stay as
-    they are, so they spread over the longer run).
+    A value of the form ``"<k>x"`` multiplies the base's (``steps = "2x"``: twice the search's steps;
+    checkpoints stay as they are, so they spread over the longer run).
     """
-    data = base.model_dump()
-    for key, value in condition.screen.items():
-        if key == "steps" and isinstance(value, str) and value.endswith("x"):
-            value = int(round(base.steps * float(value[:-1])))
-        data[key] = value
+    overrides = dict(condition.screen)
     if eval_samples is not None:
-        data["eval_samples"] = eval_samples
-    return ScreenConfig(**data)
+        overrides["eval_samples"] = eval_samples
+    return apply_overrides(base, overrides)
 
 
 def total_label_noise(base: float, extra: float) -> float:
