@@ -224,7 +224,7 @@ class SearchNodes:
     def _lazy_threshold(self) -> float | None:
         """The archive's k-th best fitness when the fitness variants are screened lazily (else None)."""
         fitness = self.config.proxy.fitness
-        if not fitness.variants or fitness.aggregate != "min" or fitness.lazy_top_k is None:
+        if not fitness.variants or fitness.aggregate != "min" or not fitness.lazy_top_k:
             return None
         top = self.archive.top(fitness.lazy_top_k)
         return top[-1].fitness if len(top) == fitness.lazy_top_k else None

@@ -98,7 +98,7 @@ def screen_for_fitness(
     """The search's fitness of `code`: the screen of ``proxy.screen`` and of each ``proxy.fitness`` variant.
 
     `proxy` is a `ProxyConfig`. `threshold` is the archive's k-th best fitness when lazy evaluation
-    applies (``aggregate = "min"`` and ``lazy_top_k`` set; None: screen every variant). The outcome's
+    applies (``aggregate = "min"`` and ``lazy_top_k`` above 0; None: screen every variant). The outcome's
     `result` is the first screen's data (its path, KL, accuracy) with ``fitness`` the aggregate, plus
     ``readings`` (one per setting), ``aggregate`` and ``complete``; `seconds` add up all screens.
     """

@@ -110,8 +110,8 @@ class FitnessConfig(_Strict):
         description="Overrides of [proxy.screen], each screened in addition ({beta = \"2x\"}: twice the screen's beta; [] for one screen).",
     )
     aggregate: Literal["min", "mean"] = Field("min", description="How the readings combine: worst case or mean.")
-    lazy_top_k: int | None = Field(
-        8, ge=1, description="Screen the variants only for candidates whose first reading can reach the top k (min only; None: always)."
+    lazy_top_k: int = Field(
+        8, ge=0, description="Screen the variants only for candidates whose first reading can reach the top k (min only; 0: always)."
     )
 
     @field_validator("variants")
