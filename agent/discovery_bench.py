@@ -16,8 +16,9 @@ until it has `evaluations` evaluated candidates. Then:
 
 What it guarantees
 ------------------
-* The settings are fixed before any search (``BENCH_WORLD``, ``BENCH_SCREEN``, ``HeldOutConfig``
-  defaults) and written into the result; held-out seeds must differ from the search seeds (validated).
+* The settings are fixed before any search (``BENCH_WORLD``, ``BENCH_SCREEN``, ``BENCH_FITNESS``,
+  ``HeldOutConfig`` defaults) and written into the result; held-out seeds must differ from the search
+  seeds, and no held-out condition may be one of the search's fitness settings (validated).
 * Determinism: every fitness, curve, funnel count and held-out value is a function of the settings and
   the seeds (screens are deterministic and proposers are pure functions of (seed, step, archive));
   running searches in parallel changes only timings. Everything that depends on timing sits under keys

@@ -36,6 +36,17 @@ def test_a_lazy_min_over_betas_keeps_the_top_k_exact(tmp_path, tiny_run_config) 
         assert len(earlier) >= k and c.fitness < earlier[k - 1]
 
 
+def test_lazy_top_k_zero_screens_every_variant(tmp_path, tiny_run_config) -> None:
+    data = tiny_run_config.model_dump()
+    data["proxy"]["fitness"] = {"variants": [{"beta": "3x"}], "aggregate": "min", "lazy_top_k": 0}
+    data["search"]["generations"] = 3
+    run_search(tmp_path, tiny_run_config.model_validate(data))
+    evaluated = [c for c in Archive(tmp_path / "archive.sqlite", readonly=True).all() if c.fitness is not None]
+    assert len(evaluated) == 3
+    for c in evaluated:
+        assert c.result["complete"] and [r["beta"] for r in c.result["readings"]] == [pytest.approx(0.1), pytest.approx(0.3)]
+
+
 def test_the_readings_reach_the_reflection_and_the_prompt() -> None:
     from lossforge.agent.prompts import readings_line
 
