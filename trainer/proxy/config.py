@@ -93,9 +93,8 @@ class FitnessConfig(_Strict):
 
     With no ``variants`` the fitness is the one screen's (``[proxy.screen]``). Each variant is a set of
     overrides of ``[proxy.screen]`` (e.g. ``{beta = 0.2}``, or ``{beta = "2x"}`` relative to the screen's),
-    screened in addition on the same world, and
-    the fitness is the ``aggregate`` of all readings: ``min`` (the worst case: a loss must work at every
-    setting) or ``mean``. A reading that turns degenerate or fails counts as 0 (the reference: its
+    screened in addition on the same world, and the fitness is the ``aggregate`` of all readings:
+    ``min`` (the worst case: a loss must work at every setting) or ``mean``. A reading that turns degenerate or fails counts as 0 (the reference: its
     policy would be thrown away), as on held-out settings.
 
     ``lazy_top_k`` (``min`` only) saves the variants' screens for candidates that cannot reach the top
