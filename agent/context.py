@@ -6,8 +6,13 @@ run, so a proposal costs the same at step 10 and at step 10,000.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lossforge.agent.archive import Archive, Candidate
 from lossforge.agent.proposer import ArchiveView, ProposalContext
+
+if TYPE_CHECKING:
+    from lossforge.config import RunConfig
 
 
 def view(candidate: Candidate) -> ArchiveView:
@@ -59,3 +64,14 @@ def build_context(
         pinned_ids=pinned,
         hints=[str(h) for h in steering.get("hints", [])][-5:],
     )
+
+
+def context_for_run(archive: Archive, step: int, config: "RunConfig") -> ProposalContext:
+    """`build_context` with the run's seed, beta and the betas its fitness reads ([proxy.fitness]); the
+    search's propose node and the `propose_from` tool both use it, so a proposer sees the same either way."""
+    context = build_context(archive, step, config.search.seed, config.proxy.screen.beta)
+    fitness = config.proxy.fitness
+    if fitness.variants:
+        context.fitness_betas = [s.beta for s in fitness.settings(config.proxy.screen)]
+        context.fitness_aggregate = fitness.aggregate
+    return context

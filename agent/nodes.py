@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lossforge.agent.archive import EVALUATED, Archive
-from lossforge.agent.context import build_context, view
+from lossforge.agent.context import context_for_run, view
 from lossforge.agent.events import emit
 from lossforge.agent.proposer import Proposer
 from lossforge.agent.reflection import reflect_offline
@@ -77,11 +77,7 @@ class SearchNodes:
     def propose(self, state: SearchState) -> dict[str, Any]:
         self.wait_while_paused()
         step = state.get("step", 0)
-        context = build_context(self.archive, step, self.config.search.seed, self.beta)
-        fitness = self.config.proxy.fitness
-        if fitness.variants:
-            context.fitness_betas = [s.beta for s in fitness.settings(self.config.proxy.screen)]
-            context.fitness_aggregate = fitness.aggregate
+        context = context_for_run(self.archive, step, self.config)
         repair_of = state.get("repair_of")
         spent = self._budget_spent()
         if spent and repair_of is not None:

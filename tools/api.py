@@ -648,7 +648,7 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
     added to the run's budget there; while a search is running in that directory it is refused (the
     search holds the budget).
     """
-    from lossforge.agent.context import build_context
+    from lossforge.agent.context import context_for_run
     from lossforge.agent.proposers import make_proposer
     from lossforge.config import RunConfig
 
@@ -664,7 +664,7 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
     try:
         candidates = archive.all()
         step = max((c.step for c in candidates), default=-1) + 1
-        proposal_context = build_context(archive, step, config.search.seed, config.proxy.screen.beta)
+        proposal_context = context_for_run(archive, step, config)
     finally:
         archive.close()
     if args.hint:
