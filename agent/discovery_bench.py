@@ -414,7 +414,7 @@ def library_bar(config: DiscoveryBenchConfig, cache_dir: Path, sandbox: Any) -> 
     for (name, _), (value, per_setting) in zip(work, values):
         fitness[name].append(value)
         readings[name].append(per_setting)
-    settings = [s.model_dump() for s in proxy.fitness.settings(proxy.screen)]
+    settings = proxy.fitness.settings(proxy.screen)
     rows = []
     for name, vals in fitness.items():
         s = stat([v for v in vals if v is not None])
@@ -432,7 +432,7 @@ def library_bar(config: DiscoveryBenchConfig, cache_dir: Path, sandbox: Any) -> 
         "ranking": rows,
         "best": rows[0]["name"] if rows else None,
         "per_seed_best": per_seed_best,
-        "settings": [{"beta": s["beta"], "variant": v} for s, v in zip(settings, [{}, *proxy.fitness.variants])],
+        "settings": [{"beta": s.beta, "variant": v} for s, v in zip(settings, [{}, *proxy.fitness.variants])],
         "aggregate": proxy.fitness.aggregate,
         "timing": {"seconds": round(time.perf_counter() - started, 2), "screens": len(work) * len(settings)},
     }

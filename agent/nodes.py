@@ -219,11 +219,11 @@ class SearchNodes:
 
     def _lazy_threshold(self) -> float | None:
         """The archive's k-th best fitness when the fitness variants are screened lazily (else None)."""
-        fitness = self.config.proxy.fitness
-        if not fitness.variants or fitness.aggregate != "min" or not fitness.lazy_top_k:
+        k = self.config.proxy.fitness.lazy_k
+        if k is None:
             return None
-        top = self.archive.top(fitness.lazy_top_k)
-        return top[-1].fitness if len(top) == fitness.lazy_top_k else None
+        top = self.archive.top(k)
+        return top[-1].fitness if len(top) == k else None
 
     def train(self, state: SearchState) -> dict[str, Any]:
         """The optional train stage ([train] enabled): train and judge the candidate if it is promoted."""

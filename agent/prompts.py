@@ -354,8 +354,10 @@ def describe_outcome(
 
 def readings_line(result: dict | None) -> str | None:
     """One sentence on the fitness readings per setting ([proxy.fitness] variants), or None without them."""
-    readings = (result or {}).get("readings")
-    if not isinstance(readings, list) or len(readings) < 2 and (result or {}).get("complete", True):
+    result = result or {}
+    readings = result.get("readings")
+    skipped = result.get("complete") is False
+    if not isinstance(readings, list) or (len(readings) < 2 and not skipped):
         return None
     parts = []
     for reading in readings:
@@ -363,7 +365,7 @@ def readings_line(result: dict | None) -> str | None:
         shown = f"{value:.3f}" if _finite(value) else f"{reading.get('status')} ({_one_line(str(reading.get('error')), 120)}, counted as 0)"
         parts.append(f"beta {reading.get('beta')}: {shown}")
     sentence = f"Fitness is the {result.get('aggregate', 'min')} over settings; readings: " + "; ".join(parts) + "."
-    if result.get("complete") is False:
+    if skipped:
         sentence += " The other settings were skipped: this first reading is already below the top candidates."
     return sentence
 

@@ -97,8 +97,8 @@ def screen_for_fitness(
 ) -> ScreenOutcome:
     """The search's fitness of `code`: the screen of ``proxy.screen`` and of each ``proxy.fitness`` variant.
 
-    `proxy` is a `ProxyConfig`. `threshold` is the archive's k-th best fitness when lazy evaluation
-    applies (``aggregate = "min"`` and ``lazy_top_k`` above 0; None: screen every variant). The outcome's
+    `proxy` is a `ProxyConfig`. `threshold` is the archive's k-th best fitness, k =
+    ``proxy.fitness.lazy_k`` (ignored when that is None; None: screen every variant). The outcome's
     `result` is the first screen's data (its path, KL, accuracy) with ``fitness`` the aggregate, plus
     ``readings`` (one per setting), ``aggregate`` and ``complete``; `seconds` add up all screens.
     """
@@ -108,7 +108,7 @@ def screen_for_fitness(
     if not proxy.fitness.variants or first.status != "evaluated":
         return first
     readings = [_reading(first, settings[0], {})]
-    lazy = proxy.fitness.aggregate == "min" and threshold is not None and first.fitness < threshold
+    lazy = proxy.fitness.lazy_k is not None and threshold is not None and first.fitness < threshold
     seconds = first.seconds
     if not lazy:
         for variant, screen in zip(proxy.fitness.variants, settings[1:]):

@@ -77,10 +77,15 @@ def _scaled(field: str, base: Any, value: Any) -> Any:
     return int(round(base * factor)) if isinstance(base, int) else float(f"{base * factor:.12g}")  # 0.1 * 3 -> 0.3
 
 
+def unknown_screen_fields(overrides: dict[str, Any]) -> list[str]:
+    """The keys of `overrides` that are not `ScreenConfig` fields, sorted."""
+    return sorted(set(overrides) - set(ScreenConfig.model_fields))
+
+
 def apply_overrides(base: ScreenConfig, overrides: dict[str, Any]) -> ScreenConfig:
     """`base` with `overrides` applied and validated; a value "<k>x" multiplies the base's (beta "2x",
     steps "2x"), so a setting stays relative to whatever the base screen is."""
-    unknown = sorted(set(overrides) - set(ScreenConfig.model_fields))
+    unknown = unknown_screen_fields(overrides)
     if unknown:
         raise ValueError(f"unknown [proxy.screen] fields {unknown}")
     data = base.model_dump()
@@ -94,8 +99,9 @@ class FitnessConfig(_Strict):
     With no ``variants`` the fitness is the one screen's (``[proxy.screen]``). Each variant is a set of
     overrides of ``[proxy.screen]`` (e.g. ``{beta = 0.2}``, or ``{beta = "2x"}`` relative to the screen's),
     screened in addition on the same world, and the fitness is the ``aggregate`` of all readings:
-    ``min`` (the worst case: a loss must work at every setting) or ``mean``. A reading that turns degenerate or fails counts as 0 (the reference: its
-    policy would be thrown away), as on held-out settings.
+    ``min`` (the worst case: a loss must work at every setting) or ``mean``. A reading that turns
+    degenerate or fails counts as 0 (the reference: its policy would be thrown away), as on held-out
+    settings.
 
     ``lazy_top_k`` (``min`` only) saves the variants' screens for candidates that cannot reach the top
     k: when the first reading is already below the archive's k-th best fitness, the minimum over all
@@ -117,7 +123,7 @@ class FitnessConfig(_Strict):
     @classmethod
     def _known_fields(cls, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for index, variant in enumerate(variants):
-            unknown = sorted(set(variant) - set(ScreenConfig.model_fields))
+            unknown = unknown_screen_fields(variant)
             if unknown:
                 raise ValueError(f"variant {index + 1} {variant}: unknown [proxy.screen] fields {unknown}")
             if not variant:
@@ -127,6 +133,11 @@ class FitnessConfig(_Strict):
     def settings(self, screen: ScreenConfig) -> list[ScreenConfig]:
         """The screen settings of every reading: `screen` itself first, then each variant applied to it."""
         return [screen, *(apply_overrides(screen, variant) for variant in self.variants)]
+
+    @property
+    def lazy_k(self) -> int | None:
+        """The k of lazy evaluation when it applies (variants, ``min``, ``lazy_top_k`` above 0), else None."""
+        return self.lazy_top_k if self.variants and self.aggregate == "min" and self.lazy_top_k else None
 
     def combine(self, readings: list[float]) -> float:
         """The fitness of `readings` (one per setting, a failed reading given as 0)."""

@@ -41,7 +41,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lossforge.trainer.proxy.build import ProxyTask, load_task
-from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig, apply_overrides
+from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig, apply_overrides, unknown_screen_fields
 from lossforge.trainer.proxy.screen import LossFn, screen
 
 __all__ = [
@@ -71,7 +71,7 @@ class HeldOutCondition(_Strict):
 
     @model_validator(mode="after")
     def _known_fields(self) -> "HeldOutCondition":
-        unknown = sorted(set(self.screen) - set(ScreenConfig.model_fields))
+        unknown = unknown_screen_fields(self.screen)
         if unknown:
             raise ValueError(f"condition {self.name!r}: unknown screen fields {unknown}")
         return self
