@@ -89,3 +89,11 @@ def recorded_status(handle: JobHandle) -> JobStatus:
 
 def tail(text: str, chars: int) -> str:
     return text if len(text) <= chars else "..." + text[-chars:]
+
+
+def read_log(path: Path) -> str:
+    """The text of a job's log file, or "" when it is missing or unreadable (a job that never started)."""
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

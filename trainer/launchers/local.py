@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossforge.trainer.launchers.base import JobHandle, JobStatus, TrainJob, job_key, tail
+from lossforge.trainer.launchers.base import JobHandle, JobStatus, TrainJob, job_key, read_log, tail
 from lossforge.trainer.trl_job import JobResult
 
 __all__ = ["LocalLauncher", "visible_gpus"]
@@ -173,7 +173,7 @@ class LocalLauncher:
         why = state.get("reason") or (result.error if result is not None and result.error else "job failed")
         if result is not None and result.error and result.error not in why:
             why = f"{why}: {result.error}"
-        err = tail(self._read(d / "stderr.log"), 3000)
+        err = tail(read_log(d / "stderr.log"), 3000)
         failed = result.model_copy() if result is not None else JobResult(ok=False, job_dir=str(d))
         failed.ok = False
         failed.error = f"{why}\n--- stderr (tail) ---\n{err}" if err else why
@@ -191,8 +191,8 @@ class LocalLauncher:
 
     def logs(self, handle: JobHandle, tail_chars: int = 4000) -> str:
         d = self._dir(handle.key)
-        return (f"--- stdout ---\n{tail(self._read(d / 'stdout.log'), tail_chars)}\n"
-                f"--- stderr ---\n{tail(self._read(d / 'stderr.log'), tail_chars)}")
+        return (f"--- stdout ---\n{tail(read_log(d / 'stdout.log'), tail_chars)}\n"
+                f"--- stderr ---\n{tail(read_log(d / 'stderr.log'), tail_chars)}")
 
     def wait_all(self, timeout: float | None = None) -> None:
         end = None if timeout is None else time.monotonic() + timeout
@@ -206,13 +206,6 @@ class LocalLauncher:
             time.sleep(self.poll_s)
 
     # -- the scheduler ---------------------------------------------------------------------------
-    @staticmethod
-    def _read(path: Path) -> str:
-        try:
-            return path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._loop, name="lossforge-local-launcher", daemon=True)

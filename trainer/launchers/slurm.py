@@ -51,6 +51,7 @@ from lossforge.trainer.launchers.base import (
     TrainJob,
     job_key,
     recorded_result,
+    read_log,
     recorded_status,
     tail,
 )
@@ -329,7 +330,7 @@ class SlurmLauncher:
             outcome = {"status": JobStatus(out["status"]).value, "result": JobResult.model_validate(out["result"]).model_dump()}
         except Exception as e:  # noqa: BLE001 - the body raised or never ran (killed, submitit's timeout signal)
             status = JobStatus.TIMEOUT if "timed-out" in str(e) else JobStatus.FAILED
-            err = tail(self._read(d / "stderr.log"), 3000)
+            err = tail(read_log(d / "stderr.log"), 3000)
             error = f"the submitit job failed: {tail(str(e), 2000)}" + (f"\n--- stderr (tail) ---\n{err}" if err else "")
             outcome = {"status": status.value, "result": JobResult(ok=False, error=error, job_dir=str(d)).model_dump()}
         return self._record(d, outcome)
@@ -351,7 +352,7 @@ class SlurmLauncher:
                 self._stop_local(d, sjob, meta)
             else:
                 sjob.cancel(check=False)  # scancel: Slurm kills the whole allocation
-        err = tail(self._read(d / "stderr.log"), 3000)
+        err = tail(read_log(d / "stderr.log"), 3000)
         if err:
             self._record(d, {"status": status.value, "result": JobResult(
                 ok=False, error=f"{reason}\n--- stderr (tail) ---\n{err}", job_dir=str(d)).model_dump()}, overwrite=True)
@@ -374,11 +375,3 @@ class SlurmLauncher:
                 os.killpg(int(child), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-
-    @staticmethod
-    def _read(path: Path) -> str:
-        try:
-            return path.read_text(errors="replace")
-        except OSError:
-            return ""
-
