@@ -11,10 +11,16 @@ What this module guarantees
   1. ``policy``: ``load_candidate`` (AST allow-list + RestrictedPython compile); evidence is the
      violation, prefixed with the policy rule (``[forbidden_attribute] line 4: ...``).
   2. ``shape``: a floating tensor of shape ``(batch,)`` for batch sizes 1, 3 and 64.
-  3. ``finite``: finite values for random float32 log-probs ~ U(-80, -1).
-  4. ``extreme_margins``: finite values and finite gradients when ``beta * margin`` is +-1e3, +-1e2 and 0
-     (a batch of identical zero margins: the state at the first training step) and when all log-probs
-     are about -1e4.
+  3. ``finite``: finite values for random float32 log-probs ~ U(low, -1), low = -80 (or higher when
+     ``beta`` is large, so that ``|beta * margin|`` stays within ``TRAINING_MARGIN_LIMIT``).
+  4. ``extreme_margins``: finite values and finite gradients when ``beta * margin`` is
+     +-``TRAINING_MARGIN_LIMIT`` (50) and 0 (a batch of identical zero margins: the state at the first
+     training step) and when all log-probs are about -1e4. Beyond the range training reaches
+     (``beta * margin`` = +-1e2, +-1e3, ``BEYOND_TRAINING_MARGINS``) non-finite values or gradients are
+     *warnings*, not failures: they go to ``properties["beyond_training_range"]`` and the evidence,
+     with how training stays finite (see ``TRAINING_MARGIN_LIMIT``). So the published losses with an
+     ``exp(-beta * margin)`` term (DiscoPOP/LRML, CELL, DBAQL, TRL's ``loss_type="discopop"``) pass as
+     published.
   5. ``gradient``: a nonzero, finite gradient reaches ``policy_chosen_logps`` and
      ``policy_rejected_logps``.
   6. ``prefers_chosen``: the mean loss at margin +m is below the mean loss of the mirrored pairs (chosen
@@ -29,8 +35,9 @@ What this module guarantees
   ``autograd_bytes_per_call`` (memory a call at batch 64 keeps for its backward pass: saved tensors and
   output),
   ``finite_at_batch_1``, ``loss_at_zero_margin``, ``dtypes`` (output dtype per input dtype),
-  ``bfloat16_max_abs_error``, ``warnings`` (warnings the loss raised), ``policy_rule`` (on a policy
-  failure). A passing report carries ``fingerprint`` (``lossforge.sandbox.fingerprint``) and
+  ``bfloat16_max_abs_error``, ``warnings`` (warnings the loss itself raised while it ran, with the
+  candidate line where known; warnings of the check harness are not the loss's and are not reported),
+  ``beyond_training_range`` (see check 4), ``policy_rule`` (on a policy failure). A passing report carries ``fingerprint`` (``lossforge.sandbox.fingerprint``) and
   ``function_name``.
 * ``run_checks`` never raises for a bad candidate, except ``MemoryError`` (also raised for torch's
   "can't allocate memory"), which the process backend reports as a crash. An exception inside a check is
@@ -59,7 +66,7 @@ from lossforge.sandbox.fingerprint import fingerprint, single_threaded
 from lossforge.sandbox.policy import CANDIDATE_FILENAME, PolicyViolation, load_candidate
 from lossforge.sandbox.report import CheckReport, CheckResult
 
-__all__ = ["CHECK_NAMES", "run_checks", "check_function"]
+__all__ = ["CHECK_NAMES", "TRAINING_MARGIN_LIMIT", "run_checks", "check_function"]
 
 #: The checks, in the order they run.
 CHECK_NAMES = (
@@ -67,7 +74,35 @@ CHECK_NAMES = (
 )
 
 SHAPE_BATCHES = (1, 3, 64)
-EXTREME_MARGINS = (1e3, -1e3, 1e2, -1e2, 0.0)
+
+#: The largest ``|beta * margin|`` (in logits; margin = (pc - rc) - (pr - rr), summed log-probs) at which a
+#: loss must give finite values and gradients. Where the bound comes from:
+#:
+#: * ``beta * margin`` is the implicit reward margin that TRL logs as ``rewards/margins``. At the first
+#:   training step it is 0 for every pair (policy = reference), and losses move it from there.
+#: * Positive side: logistic-type losses stop pushing once it is past about 20 (DPO's gradient there is
+#:   e^-20 = 2e-9), so training does not drive pairs far beyond that.
+#: * Negative side: -50 means the policy prefers the rejected completion by 50 / beta nats more than the
+#:   reference does: 500 nats at TRL's default beta 0.1, 1000 at the DiscoPOP paper's 0.05 (Lu et al.
+#:   2024, arXiv:2406.08414), 100 at beta 0.5. Summed log-prob margins of real completions (a few hundred
+#:   tokens, a few nats per token at most) stay within a few hundred nats, and wrong-way pairs are the
+#:   ones every preference loss pushes back hardest.
+#: * 50 is also where float32 is still comfortable for the published ``exp(-beta * margin)`` terms
+#:   (e^50 = 5e21; float32 and bfloat16 overflow at e^88.7), so the gate judges the formulas where they
+#:   are used and not where float32 gives out.
+#:
+#: Beyond the bound (``BEYOND_TRAINING_MARGINS``) a non-finite value is reported as a warning. Training
+#: stays finite there anyway: the proxy screen (``trainer/proxy/screen.py``) and the TRL job
+#: (``trainer/trl_job.py``) check every step's loss (and the screen its gradient norm) before the
+#: optimiser step and stop with the candidate marked degenerate at the first non-finite one, so a model
+#: is never updated with inf/NaN; finite but huge gradients are clipped to norm 1.0.
+TRAINING_MARGIN_LIMIT = 50.0
+#: Margins (beta * margin, logits) in the range training reaches: non-finite here is a failure.
+EXTREME_MARGINS = (TRAINING_MARGIN_LIMIT, -TRAINING_MARGIN_LIMIT, 0.0)
+#: Stress margins beyond that range: non-finite here is a warning (``beyond_training_range``).
+BEYOND_TRAINING_MARGINS = (1e2, -1e2, 1e3, -1e3)
+#: Lowest log-prob of the random inputs (at large beta it is raised; see ``_random_low``).
+RANDOM_LOW = -80.0
 PREFERENCE_MARGINS = (1.0, 3.0, 5.0)
 SEED = 1234
 
@@ -90,8 +125,14 @@ def _gen(offset: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(SEED + offset)
 
 
+def _random_low(beta: float) -> float:
+    """The lowest random log-prob for ``beta``: -80, raised at large ``beta`` so that every random pair's
+    ``|beta * margin|`` (at most ``2 * (high - low) * beta``) stays within ``TRAINING_MARGIN_LIMIT``."""
+    return max(RANDOM_LOW, -1.0 - TRAINING_MARGIN_LIMIT / (2.0 * beta))
+
+
 def _random_logps(batch: int, gen: torch.Generator, dtype: torch.dtype = torch.float32,
-                  low: float = -80.0, high: float = -1.0) -> list[torch.Tensor]:
+                  low: float = RANDOM_LOW, high: float = -1.0) -> list[torch.Tensor]:
     return [(torch.rand(batch, generator=gen, dtype=torch.float64) * (high - low) + low).to(dtype)
             for _ in range(4)]
 
@@ -156,8 +197,11 @@ def _call(fn: Callable[..., Any], inputs: list[torch.Tensor], beta: float, what:
             raise MemoryError(str(exc)) from exc
         if not isinstance(exc, Exception):
             raise
-        raise _Fail(f"{what}: {_describe_exception(exc)}",
-                    "fix the error; the inputs are four float tensors of shape (batch,) and beta is a float.") from exc
+        hint = "fix the error; the inputs are four float tensors of shape (batch,) and beta is a float."
+        if isinstance(exc, AttributeError):
+            hint = ("use a function or method that exists (see the error for the closest names); the inputs are "
+                    "four float tensors of shape (batch,) and beta is a float.")
+        raise _Fail(f"{what}: {_describe_exception(exc)}", hint) from exc
 
 
 def _backward(out: torch.Tensor, what: str) -> None:
@@ -178,7 +222,7 @@ def _fmt(x: float) -> str:
 
 
 def _example(inputs: list[torch.Tensor], idx: int) -> str:
-    pc, pr, rc, rr = (float(t[idx]) for t in inputs)
+    pc, pr, rc, rr = (float(t.detach()[idx]) for t in inputs)
     return f"policy_chosen={_fmt(pc)}, policy_rejected={_fmt(pr)}, reference_chosen={_fmt(rc)}, " \
            f"reference_rejected={_fmt(rr)}"
 
@@ -210,7 +254,7 @@ def _nonfinite_summary(t: torch.Tensor) -> str:
 def _check_shape(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
     shapes = []
     for i, batch in enumerate(SHAPE_BATCHES):
-        inputs = _random_logps(batch, _gen(10 + i))
+        inputs = _random_logps(batch, _gen(10 + i), low=_random_low(beta))
         with torch.no_grad():
             out = _call(fn, inputs, beta, f"batch size {batch}")
         if isinstance(out, tuple):
@@ -235,13 +279,15 @@ def _check_shape(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> 
 
 
 def _check_finite(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
-    inputs = _random_logps(64, _gen(20))
+    low = _random_low(beta)
+    where = f"random float32 log-probs in [{low:g}, -1]"
+    inputs = _random_logps(64, _gen(20), low=low)
     with torch.no_grad():
-        out = _call(fn, inputs, beta, "random log-probs in [-80, -1]")
+        out = _call(fn, inputs, beta, where)
     bad = ~torch.isfinite(out)
     if bool(bad.any()):
         idx = int(bad.nonzero()[0])
-        raise _Fail(f"random float32 log-probs in [-80, -1]: the loss is {_nonfinite_summary(out)} "
+        raise _Fail(f"{where}: the loss is {_nonfinite_summary(out)} "
                     f"(e.g. pair with {_example(inputs, idx)} gives {float(out[idx])}).",
                     "make the math stable: use F.logsigmoid/F.softplus instead of log(sigmoid(.)), clamp "
                     "arguments of exp/log/division, avoid 0 * inf.")
@@ -251,46 +297,70 @@ def _check_finite(fn: Callable[..., Any], beta: float, props: dict[str, Any]) ->
     return f"64 random pairs give finite losses in [{_fmt(float(out.min()))}, {_fmt(float(out.max()))}]."
 
 
-def _check_extreme(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
+def _extreme_cases(beta: float, margins: tuple[float, ...], offset: int) -> list[tuple[str, list[torch.Tensor]]]:
     cases: list[tuple[str, list[torch.Tensor]]] = []
-    for i, m in enumerate(EXTREME_MARGINS):
+    for i, m in enumerate(margins):
+        inputs = _margin_inputs(m, beta, 4, _gen(offset + i))
         if m == 0.0:
-            inputs = _margin_inputs(0.0, beta, 4, _gen(30 + i))
             desc = "margin beta*((pc-rc)-(pr-rr)) = 0 for every pair (as at the first training step)"
         else:
-            inputs = _margin_inputs(m, beta, 4, _gen(30 + i))
             desc = f"margin beta*((pc-rc)-(pr-rr)) = {m:+g}"
         cases.append((desc, inputs))
+    return cases
+
+
+def _nonfinite_at(fn: Callable[..., Any], beta: float, desc: str, inputs: list[torch.Tensor]) -> tuple[str, str] | None:
+    """None when the loss and its gradients are finite on ``inputs``; else (evidence, hint)."""
+    leafs = _leafs(inputs)
+    out = _call(fn, leafs, beta, desc)
+    if not isinstance(out, torch.Tensor):  # pragma: no cover - shape check ran first
+        raise _Fail(f"{desc}: returned {type(out).__name__}.", "return a tensor.")
+    bad = ~torch.isfinite(out.detach())
+    if bool(bad.any()):
+        idx = int(bad.nonzero()[0])
+        return (f"{desc}: the loss is {_nonfinite_summary(out)} (e.g. {_example(leafs, idx)} gives "
+                f"{float(out.detach()[idx])}).",
+                "large margins overflow: clamp the argument of exp (e.g. torch.exp(x.clamp(max=50))), use "
+                "F.logsigmoid/F.softplus, and avoid inf * 0 when gating one branch with a sigmoid.")
+    if out.requires_grad:
+        _backward(out, desc)
+        for name, t in (("policy_chosen_logps", leafs[0]), ("policy_rejected_logps", leafs[1])):
+            if t.grad is not None and not bool(torch.isfinite(t.grad).all()):
+                return (f"{desc}: the values are finite but the gradient w.r.t. {name} is "
+                        f"{_nonfinite_summary(t.grad)}.",
+                        "a branch that is inf/nan still poisons the gradient, even if torch.where or a 0 "
+                        "weight hides its value: clamp inside every branch (e.g. exp(x.clamp(max=50))); "
+                        "avoid sqrt/log/division at 0.")
+    return None
+
+
+def _check_extreme(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
+    limit = f"|beta*margin| <= {TRAINING_MARGIN_LIMIT:g}"
+    cases = _extreme_cases(beta, EXTREME_MARGINS, 30)
     deep = [-1e4 + t for t in _random_logps(4, _gen(39), low=-50.0, high=0.0)]
     cases.append(("all log-probs about -1e4", deep))
-
     for desc, inputs in cases:
-        leafs = _leafs(inputs)
-        out = _call(fn, leafs, beta, desc)
-        if not isinstance(out, torch.Tensor):  # pragma: no cover - shape check ran first
-            raise _Fail(f"{desc}: returned {type(out).__name__}.", "return a tensor.")
-        bad = ~torch.isfinite(out.detach())
-        if bool(bad.any()):
-            idx = int(bad.nonzero()[0])
-            raise _Fail(f"{desc}: the loss is {_nonfinite_summary(out)} (e.g. {_example(leafs, idx)} gives "
-                        f"{float(out[idx])}).",
-                        "large margins overflow: clamp the argument of exp (e.g. torch.exp(x.clamp(max=50))), use "
-                        "F.logsigmoid/F.softplus, and avoid inf * 0 when gating one branch with a sigmoid.")
-        if out.requires_grad:
-            _backward(out, desc)
-            for name, t in (("policy_chosen_logps", leafs[0]), ("policy_rejected_logps", leafs[1])):
-                if t.grad is not None and not bool(torch.isfinite(t.grad).all()):
-                    raise _Fail(f"{desc}: the values are finite but the gradient w.r.t. {name} is "
-                                f"{_nonfinite_summary(t.grad)}.",
-                                "a branch that is inf/nan still poisons the gradient, even if torch.where or a 0 "
-                                "weight hides its value: clamp inside every branch (e.g. exp(x.clamp(max=50))); "
-                                "avoid sqrt/log/division at 0.")
-    return (f"finite values and gradients at margins {', '.join(f'{m:+g}' for m in EXTREME_MARGINS)} (logits) "
-            "and at log-probs about -1e4.")
+        failure = _nonfinite_at(fn, beta, desc, inputs)
+        if failure is not None:
+            evidence, hint = failure
+            raise _Fail(f"{evidence} This is within the range training reaches ({limit}).", hint)
+    evidence = (f"finite values and gradients at margins {', '.join(f'{m:+g}' for m in EXTREME_MARGINS)} (logits; "
+                f"the range training reaches is {limit}) and at log-probs about -1e4.")
+    beyond = []
+    for desc, inputs in _extreme_cases(beta, BEYOND_TRAINING_MARGINS, 35):
+        failure = _nonfinite_at(fn, beta, desc, inputs)
+        if failure is not None:
+            beyond.append(failure[0])
+    if beyond:
+        props["beyond_training_range"] = beyond
+        evidence += (f" Warning, beyond that range: {beyond[0]}" + (f" (and {len(beyond) - 1} more)" if len(beyond) > 1 else "")
+                     + " Training stays finite: the proxy screen and the TRL job stop at the first non-finite loss or "
+                     "gradient, before the optimiser step, and mark the candidate degenerate.")
+    return evidence
 
 
 def _check_gradient(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
-    leafs = _leafs(_random_logps(64, _gen(40)))
+    leafs = _leafs(_random_logps(64, _gen(40), low=_random_low(beta)))
     out = _call(fn, leafs, beta, "random log-probs")
     if not out.requires_grad:
         raise _Fail("the loss does not depend on policy_chosen_logps or policy_rejected_logps through autograd "
@@ -335,7 +405,7 @@ def _check_prefers_chosen(fn: Callable[..., Any], beta: float, props: dict[str, 
 
 
 def _check_dtype(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> str:
-    base = _random_logps(16, _gen(60), dtype=torch.float64)
+    base = _random_logps(16, _gen(60), dtype=torch.float64, low=_random_low(beta))
     with torch.no_grad():
         ref = _call(fn, [t.float() for t in base], beta, "float32 inputs").double()
     dtypes: dict[str, str] = {}
@@ -481,15 +551,43 @@ def _policy_failure(v: PolicyViolation, seconds: float) -> CheckResult:
                        seconds=seconds)
 
 
+def _watched(fn: Callable[..., Any], sink: list[warnings.WarningMessage]) -> Callable[..., Any]:
+    """``fn`` that records the warnings raised while it runs into ``sink``: the loss's own warnings,
+    told apart from those of the harness around it (e.g. torch's "Converting a tensor with
+    requires_grad=True to a scalar" when a check reads a value)."""
+
+    def call(*args: Any) -> Any:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return fn(*args)
+            finally:
+                sink.extend(caught)
+
+    return call
+
+
+def _warning_text(w: warnings.WarningMessage) -> str:
+    where = f" (line {w.lineno})" if w.filename == CANDIDATE_FILENAME else ""
+    return f"{w.category.__name__}{where}: {str(w.message)[:200]}"
+
+
 def check_function(fn: Callable[..., Any], beta: float = 0.1, *, name: str | None = None,
                    with_fingerprint: bool = True) -> CheckReport:
-    """Run the checks after ``policy`` on an already loaded function (e.g. a library loss)."""
+    """Run the checks after ``policy`` on an already loaded function (e.g. a library loss).
+
+    ``fn(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+    beta) -> losses`` takes four float tensors of shape ``(batch,)`` and a float; see the module
+    docstring for the checks. Never raises for a bad loss except ``MemoryError``.
+    """
     start = time.perf_counter()
     report = CheckReport(passed=False, function_name=name)
     props: dict[str, Any] = {}
     caught: list[str] = []
-    with warnings.catch_warnings(record=True) as seen, torch.enable_grad(), single_threaded():
-        warnings.simplefilter("always")
+    seen: list[warnings.WarningMessage] = []
+    fn = _watched(fn, seen)
+    with warnings.catch_warnings(), torch.enable_grad(), single_threaded():
+        warnings.simplefilter("ignore")  # the harness's own warnings; the loss's are recorded by _watched
         passed = True
         for check_name, check in _CHECKS:
             t0 = time.perf_counter()
@@ -536,7 +634,7 @@ def check_function(fn: Callable[..., Any], beta: float = 0.1, *, name: str | Non
                     evidence=f"evaluating the loss on the fingerprint grid {_describe_exception(exc)}",
                     hint="the loss must work for any batch of valid log-probs (<= 0) and margins within +-20 logits."))
                 passed = False
-        caught = sorted({f"{w.category.__name__}: {str(w.message)[:200]}" for w in seen})
+        caught = sorted({_warning_text(w) for w in seen})
     if caught:
         props["warnings"] = caught
     report.passed = passed

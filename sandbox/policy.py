@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import difflib
 import math
 import operator
 import types
@@ -674,13 +675,35 @@ def _guarded_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
             "forbidden_attribute", f"attribute `{name}` is not allowed at run time; {_TENSOR_MATH}.",
             "use only tensor operations (torch.*, F.*, tensor methods).",
         )
-    value = safer_getattr(obj, name) if default is _MISSING else safer_getattr(obj, name, default)
+    # RestrictedPython's safer_getattr returns its ``default`` (None unless given) for a missing
+    # attribute: a misspelt ``F.logsigmod`` would surface later as "'NoneType' object is not callable".
+    value = safer_getattr(obj, name, default)
+    if value is _MISSING:
+        raise AttributeError(missing_attribute_message(obj, name))
     if isinstance(value, types.ModuleType) and value.__name__ not in ALLOWED_MODULES:
         raise PolicyViolation(
             "forbidden_attribute", f"`{name}` leads to the module `{value.__name__}`; {_TENSOR_MATH}.",
             "use torch, F (torch.nn.functional), torch.linalg, torch.special and math only.",
         )
     return value
+
+
+def missing_attribute_message(obj: Any, name: str) -> str:
+    """What to tell the author of ``obj.name`` when ``obj`` has no attribute ``name``, with the closest
+    public names of ``obj`` (``difflib``), e.g. "torch.nn.functional has no attribute 'logsigmod' (did
+    you mean 'logsigmoid'?)"."""
+    if isinstance(obj, types.ModuleType):
+        owner = obj.__name__
+    elif isinstance(obj, type):
+        owner = f"the class {obj.__name__}"
+    else:
+        owner = f"a {type(obj).__name__} object"
+    public = [n for n in dir(obj) if not _is_forbidden_attribute(n)]
+    close = difflib.get_close_matches(name, public, n=3, cutoff=0.75)
+    text = f"{owner} has no attribute {name!r}"
+    if close:
+        text += " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
+    return text
 
 
 def _guarded_getitem(obj: Any, key: Any) -> Any:

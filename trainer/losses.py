@@ -21,13 +21,15 @@ What this module guarantees
 
 What it does not guarantee
 --------------------------
-* Not every loss is per-pair independent: ``kto_pair``, ``aot_pair``, ``aqfl`` and ``dbaql`` use
+* Not every loss is per-pair independent: ``kto_pair``, ``aot_pair``, ``aqfl``, ``aql`` and ``dbaql`` use
   statistics of the whole batch (means, sorting, variance), exactly as their reference implementations do,
   so their value for one pair depends on the other pairs in the batch.
-* Overflow guard, the one departure from the published formulas: the ``exp`` terms of discopop, cell and
-  dbaql clamp their exponent at 50 (TRL's and the paper's overflow to inf, then NaN, once beta times the
-  margin is below about -88 in float32). Values and gradients are unchanged wherever the exponent is
-  below 50, i.e. for every margin a real training run produces; beyond it the exponential part is flat.
+* The formulas are held as published, overflow included: the ``exp(-beta * margin)`` terms of discopop,
+  cell and dbaql overflow to inf in float32 once beta times the margin is below about -88 (-98 for
+  dbaql), as the paper's code and TRL's ``loss_type="discopop"`` do. That is far outside the margins
+  training reaches (``lossforge.sandbox.checks.TRAINING_MARGIN_LIMIT``: |beta * margin| <= 50), where
+  the check gate reports it as a warning, not a failure. The only departures are where the official
+  code gives NaN for a batch of one pair (std/var of one value; see aqfl and dbaql).
 * Nothing here trains or evaluates; this is only the formulas.
 """
 
@@ -309,7 +311,7 @@ def discopop_loss(
     )
     log_ratio_modulation = torch.sigmoid(logits / tau)
     logistic_component = -F.logsigmoid(logits)
-    exp_component = torch.exp(torch.clamp(-logits, max=50.0))  # overflow guard, see module docstring
+    exp_component = torch.exp(-logits)
     return logistic_component * (1.0 - log_ratio_modulation) + exp_component * log_ratio_modulation
 
 
@@ -374,6 +376,60 @@ def aqfl_loss(
     return blend_rate * logistic_losses + (1.0 - blend_rate) * hinge_losses
 
 
+def aql_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """AQL (adaptive quantile loss): logistic/hinge blend weighted by the distance to a moving quantile.
+
+    With z = beta * margin, s = z / 0.05: q = 0.5 + 0.01 * (sigmoid(mean(s)) - 0.5); w = sigmoid(-(s - q));
+    loss = w * -logsigmoid(z) + (1 - w) * relu(1 - z).
+    Source: Lu et al., arXiv:2406.08414, Appendix (discovered objectives); official code
+    adaptive_quantile_loss (luchris429/DiscoPOP, src/alignment/gpo.py; loss_type "aql"). No TRL loss_type.
+    Batch-coupled through mean(s) (gradients flow through it, as in the code). No departure.
+    """
+    percentile = 0.5
+    moving_quantile_weight = 0.01
+    logits = beta * (
+        (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    )
+    moving_quantile = percentile + moving_quantile_weight * (torch.sigmoid((logits / 0.05).mean()) - percentile)
+    quantile_weights = torch.sigmoid(-(logits / 0.05 - moving_quantile))
+    logistic_losses = -F.logsigmoid(logits)
+    hinge_losses = torch.relu(1.0 - logits)
+    return quantile_weights * logistic_losses + (1.0 - quantile_weights) * hinge_losses
+
+
+def pfl_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """PFL (policy focused loss): halved logistic loss where the policy ranks the pair right, doubled hinge
+    where it does not.
+
+    With z = beta * margin and correct = policy_chosen_logps > policy_rejected_logps (the policy's own
+    log-probs, not the margin): loss = -logsigmoid(z) / 2 if correct else 2 * relu(1 - z).
+    Source: Lu et al., arXiv:2406.08414, Appendix (discovered objectives); official code
+    policy_focused_loss (luchris429/DiscoPOP, src/alignment/gpo.py; loss_type "pfl"). No TRL loss_type.
+    No departure. Note: where the policy ranks the pair wrong but z >= 1 (the reference ranks it even
+    more wrongly), the hinge is 0 and so is the gradient.
+    """
+    focus_scale = 2.0
+    logits = beta * (
+        (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
+    )
+    is_correct = policy_chosen_logps > policy_rejected_logps
+    logistic_losses = -F.logsigmoid(logits)
+    hinge_losses = torch.relu(1.0 - logits)
+    return torch.where(is_correct, logistic_losses / focus_scale, hinge_losses * focus_scale)
+
+
 def cell_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -388,7 +444,7 @@ def cell_loss(
     """
     alpha = 0.5
     logits = (policy_chosen_logps - policy_rejected_logps) - (reference_chosen_logps - reference_rejected_logps)
-    exp_losses = torch.exp(torch.clamp(-beta * logits, max=50.0))  # overflow guard
+    exp_losses = torch.exp(-beta * logits)
     log_losses = -F.logsigmoid(beta * logits)
     return alpha * exp_losses + (1.0 - alpha) * log_losses
 
@@ -419,7 +475,7 @@ def dbaql_loss(
         logits_variability = torch.zeros((), dtype=logits.dtype, device=logits.device)
     dynamic_blend_coeff = torch.sigmoid(logits_variability) * dynamic_blend_rate
     logistic_loss = -F.logsigmoid(logits / temperature)
-    exp_loss = torch.exp(torch.clamp(-logits * temperature, max=50.0))  # overflow guard
+    exp_loss = torch.exp(-logits * temperature)
     return dynamic_blend_coeff * logistic_loss + (1.0 - dynamic_blend_coeff) * exp_loss
 
 
@@ -445,11 +501,13 @@ LIBRARY: dict[str, Callable[..., torch.Tensor]] = {
     "aqfl": aqfl_loss,
     "cell": cell_loss,
     "dbaql": dbaql_loss,
+    "aql": aql_loss,
+    "pfl": pfl_loss,
 }
 
 #: Our name -> TRL 1.x DPOConfig.loss_type computing the same per-pair formula (with TRL_CONFIG below).
 #: Left out: "ipo" (TRL 1.x length-normalises; equal only for one-token completions), "kto_pair" (TRL 0.x
-#: only), and padll/aqfl/cell/dbaql (not in TRL).
+#: only), and padll/aqfl/cell/dbaql/aql/pfl (not in TRL).
 TRL_LOSS_TYPES: dict[str, str] = {
     "dpo": "sigmoid",
     "slic": "hinge",
