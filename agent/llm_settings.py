@@ -4,7 +4,8 @@ Kept apart from ``llm_proposer`` so that the configuration (``lossforge.config``
 importing LangGraph, torch or openai: this module imports only pydantic and other light modules.
 
 * ``ModelChoice``: one ensemble member (name, weight, temperature, max_tokens).
-* ``LLMProposerSettings``: how the proposer prompts and reads its models.
+* ``LLMProposerSettings``: how the proposer prompts and reads its models (and how far it raises the token
+  limit when an answer is cut off).
 * ``LLMProposerConfig``: those settings plus the endpoint (``base_url``, ``api_key_env``, timeout,
   retries), the price table and the budget limits; unknown keys are errors, as everywhere in the config.
 
@@ -54,6 +55,14 @@ class LLMProposerSettings(BaseModel):
     reflection_max_tokens: int = Field(300, ge=16)
     reflection_temperature: float = Field(0.3, ge=0, le=2)
     max_reflection_chars: int = Field(800, ge=50)
+    truncation_retries: int = Field(
+        2, ge=0, le=5,
+        description="An answer cut off at the token limit (finish_reason 'length') is asked again at most this many "
+        "times, each time with twice the limit, up to max_tokens_ceiling; every try is charged.",
+    )
+    max_tokens_ceiling: int = Field(
+        32_768, ge=16, description="The largest completion token limit a retry of a cut-off answer asks for."
+    )
 
     @field_validator("models")
     @classmethod

@@ -35,9 +35,10 @@ __all__ = [
     "proposal_response_format",
     "reflection_messages",
     "select_views",
+    "truncation_note",
 ]
 
-PROMPT_VERSION = "lossforge-propose-1"
+PROMPT_VERSION = "lossforge-propose-2"  # 2: reasoning is not read as the proposal
 
 PROPOSAL_SCHEMA: dict = {
     "type": "object",
@@ -138,7 +139,18 @@ FORMAT_INSTRUCTIONS = """\
 Reply with one JSON object with three string fields:
 - "thought": your reasoning in a few sentences (what you change and why it should help),
 - "name": a short snake_case name for the loss,
-- "code": the complete candidate source (imports and the one function)."""
+- "code": the complete candidate source (imports and the one function).
+If you reason before answering (for instance in a <think> block), the reasoning is kept as a note but \
+never read as the proposal: only the JSON object after it counts, so it must be complete."""
+
+
+def truncation_note(max_tokens: int | None) -> str:
+    """Appended to the prompt when an answer to it was cut off at the token limit and it is asked again."""
+    limit = f"the limit of {max_tokens} tokens" if max_tokens is not None else "the server's token limit"
+    return (
+        f"\n\n(Your previous answer to this prompt was cut off at {limit} before it was complete. Answer "
+        "again, completely: keep any reasoning short and make sure the final answer is whole.)"
+    )
 
 
 # --------------------------------------------------------------------------------------------------

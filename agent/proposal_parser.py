@@ -1,12 +1,16 @@
 """Reading a proposal (thought, name, code) out of an LLM's answer, tolerantly.
 
-``parse_proposal(text)`` tries, in order: the whole answer as JSON; JSON inside a Markdown fence; the
+``parse_proposal(text)`` first sets aside a reasoning model's reasoning (``<think>...</think>`` blocks,
+an unclosed ``<think>``, or a text that begins inside the reasoning and only closes it: see
+``llm.reasoning``), then reads the final answer only. On that answer it tries, in order: the whole answer as JSON; JSON inside a Markdown fence; the
 outermost ``{...}`` of the answer as loose JSON (raw newlines in strings, trailing commas, or a Python
 dict literal); a fenced ``python`` block holding a ``def`` (the prose around it becomes the thought);
 finally bare source starting at a line ``import ...`` / ``def ...`` that parses as Python.
 
 What it guarantees
 ------------------
+* Reasoning is never read as the proposal: a draft or an example JSON object inside ``<think>`` is
+  ignored, and an answer that is only reasoning is refused with a message that says so.
 * It returns a ``ParsedProposal`` whose ``code`` is non-empty and contains a ``def``, whose ``name`` is a
   snake_case identifier (from the answer's name, else the function's name, else ``llm_loss``), and whose
   ``how`` says which reading succeeded.
@@ -24,6 +28,8 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
+
+from lossforge.llm.reasoning import split_reasoning
 
 __all__ = ["ParsedProposal", "ProposalError", "parse_proposal", "snake_name"]
 
@@ -109,10 +115,20 @@ def _loads(text: str) -> Any:
 
 
 def parse_proposal(text: str) -> ParsedProposal:
-    """The proposal in ``text`` (see the module docstring), or ``ProposalError``."""
+    """The proposal in the final answer of ``text`` (see the module docstring).
+
+    Raises ``ProposalError`` (``raw`` = ``text``) when the answer is empty, holds only reasoning, or has
+    no function in any of the shapes read.
+    """
     raw = text or ""
-    body = raw.strip().lstrip("\ufeff")
+    split = split_reasoning(raw)
+    body = split.answer.strip().lstrip("\ufeff").strip()
     if not body:
+        if split.reasoning:
+            where = "a <think> block that is never closed" if split.unclosed else "reasoning"
+            raise ProposalError(
+                f"the model's answer holds only reasoning ({len(split.reasoning)} characters in {where}) and no "
+                "final answer after it; the reasoning is not read as a proposal", raw)
         raise ProposalError("the model's answer is empty", raw)
 
     # 1. the whole answer is JSON

@@ -1,8 +1,9 @@
 """A thin client for OpenAI-compatible chat completions: text plus usage, streamed or not.
 
 ``LLMClient(base_url, api_key_env=...)`` wraps ``openai.OpenAI``. ``chat(messages, model=...)`` returns a
-``ChatResult`` (text, ``Usage``, finish reason, seconds); with ``stream=True`` (the default) each piece
-of text is also handed to ``on_token`` as it arrives.
+``ChatResult`` (the answer's text, the model's reasoning, ``Usage``, finish reason, seconds); with
+``stream=True`` (the default) each piece of the answer is also handed to ``on_token`` as it arrives, and
+each piece of reasoning to ``on_reasoning``.
 
 What it guarantees
 ------------------
@@ -14,6 +15,15 @@ What it guarantees
   key, and SDK exceptions are not chained (their request objects carry the headers).
 * Every failure is an ``LLMError`` (``status`` set for HTTP errors); an answer whose body cannot be
   parsed is an ``LLMResponseError`` carrying the raw (redacted) body in ``raw``.
+* Reasoning is never part of ``ChatResult.text``: the ``reasoning_content`` / ``reasoning`` fields of the
+  message or of the streamed deltas (DeepSeek, vLLM, SGLang, OpenRouter) and ``<think>...</think>``
+  blocks in the content (including a content that begins inside the reasoning, DeepSeek-R1's template)
+  go to ``ChatResult.reasoning`` (``llm.reasoning``); ``ChatResult.content`` keeps the content exactly as
+  sent. A ``<think>`` block is handed to ``on_reasoning``, not ``on_token`` (one exception, when streaming:
+  text before an orphan ``</think>`` is recognised as reasoning only at that tag, after it went to
+  ``on_token``; ``ChatResult`` is exact).
+* ``ChatResult.truncated`` is True when the server stopped at the token limit (``finish_reason ==
+  "length"``): the answer is incomplete, and ``text`` is empty when the model was still reasoning.
 * Usage: the server's figures when it sends them (streaming asks for them with
   ``stream_options.include_usage`` unless ``stream_usage=False``); otherwise an estimate of one token per
   four characters, marked ``estimated=True``, so a budget never sees a free call.
@@ -30,6 +40,8 @@ import time
 from typing import Any, Callable, Iterable, Mapping
 
 from pydantic import BaseModel
+
+from lossforge.llm.reasoning import REASONING_FIELDS, ReasoningStream, split_reasoning
 
 __all__ = ["ChatResult", "LLMClient", "LLMError", "LLMResponseError", "Usage", "estimate_tokens", "redact"]
 
@@ -51,13 +63,31 @@ class Usage(BaseModel):
 
 
 class ChatResult(BaseModel):
-    """The answer of one chat completion."""
+    """The answer of one chat completion.
+
+    ``text`` is the final answer only; ``reasoning`` the model's reasoning (its reasoning field, then
+    its ``<think>`` blocks, joined by a blank line; "" for other models); ``content`` the message
+    content exactly as the server sent it (``<think>`` tags included).
+    """
 
     text: str
     usage: Usage
     model: str
     finish_reason: str | None = None
     seconds: float = 0.0
+    reasoning: str = ""
+    content: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        """The server stopped at the token limit (``finish_reason == "length"``): the answer is incomplete."""
+        return self.finish_reason == "length"
+
+    def transcript(self) -> str:
+        """Reasoning (in a ``<think>`` block) and answer, as one text: the evidence of an unusable answer."""
+        if not self.reasoning:
+            return self.text
+        return f"<think>\n{self.reasoning}\n</think>\n{self.text}"
 
 
 class LLMError(RuntimeError):
@@ -170,8 +200,15 @@ class LLMClient:
         response_format: dict[str, Any] | None = None,
         seed: int | None = None,
         extra_body: dict[str, Any] | None = None,
+        on_reasoning: TokenCallback | None = None,
     ) -> ChatResult:
-        """One chat completion; tokens go to ``on_token`` as they arrive when streaming."""
+        """One chat completion.
+
+        Pieces of the answer go to ``on_token`` and pieces of the model's reasoning to ``on_reasoning``
+        as they arrive when streaming (once each, whole, without streaming). Raises ``LLMError`` (HTTP
+        status, connection, timeout after the SDK's retries) or ``LLMResponseError`` (a body that is not
+        a chat completion). A truncated answer is returned, not raised: see ``ChatResult.truncated``.
+        """
         messages = [dict(m) for m in messages]
         kwargs: dict[str, Any] = {"model": model, "messages": messages}
         if temperature is not None:
@@ -187,21 +224,25 @@ class LLMClient:
         started = time.perf_counter()
         try:
             if stream:
-                text, usage, finish, served_model = self._stream(kwargs, on_token)
+                content, field, usage, finish, served_model = self._stream(kwargs, on_token, on_reasoning)
             else:
-                text, usage, finish, served_model = self._once(kwargs, on_token)
+                content, field, usage, finish, served_model = self._once(kwargs, on_token, on_reasoning)
         except LLMError:
             raise
         except Exception as error:  # noqa: BLE001 - translated, never chained
             raise self._translate(error) from None
+        split = split_reasoning(content)
+        reasoning = "\n\n".join(part for part in (field.strip(), split.reasoning) if part)
         if usage is None:
             prompt = "\n".join(str(m.get("content", "")) for m in messages)
             usage = Usage(model=model, prompt_tokens=estimate_tokens(prompt),
-                          completion_tokens=estimate_tokens(text), estimated=True)
-        return ChatResult(text=text, usage=usage, model=served_model or model, finish_reason=finish,
-                          seconds=time.perf_counter() - started)
+                          completion_tokens=estimate_tokens(content + field), estimated=True)
+        return ChatResult(text=split.answer, reasoning=reasoning, content=content, usage=usage,
+                          model=served_model or model, finish_reason=finish, seconds=time.perf_counter() - started)
 
-    def _once(self, kwargs: dict[str, Any], on_token: TokenCallback | None) -> tuple[str, Usage | None, str | None, str]:
+    def _once(
+        self, kwargs: dict[str, Any], on_token: TokenCallback | None, on_reasoning: TokenCallback | None
+    ) -> tuple[str, str, Usage | None, str | None, str]:
         response = self._client.chat.completions.create(**kwargs)
         if isinstance(response, str):  # the SDK returns the body as text when it is not JSON
             raise LLMResponseError(f"the server at {self.base_url} sent a body that is not a chat completion",
@@ -210,15 +251,21 @@ class LLMClient:
             raise LLMResponseError("the server sent a chat completion without choices",
                                    raw=redact(_dump(response)))
         choice = response.choices[0]
-        text = (choice.message.content if choice.message is not None else None) or ""
-        if on_token is not None and text:
-            on_token(text)
-        return text, _usage(response.usage, kwargs["model"]), choice.finish_reason, response.model or ""
+        content = (choice.message.content if choice.message is not None else None) or ""
+        field = _reasoning_field(choice.message)
+        split = split_reasoning(content)  # the whole answer at once: the exact split goes to the callbacks
+        for callback, text in ((on_reasoning, field), (on_reasoning, split.reasoning), (on_token, split.answer)):
+            if callback is not None and text:
+                callback(text)
+        return content, field, _usage(response.usage, kwargs["model"]), choice.finish_reason, response.model or ""
 
-    def _stream(self, kwargs: dict[str, Any], on_token: TokenCallback | None) -> tuple[str, Usage | None, str | None, str]:
+    def _stream(
+        self, kwargs: dict[str, Any], on_token: TokenCallback | None, on_reasoning: TokenCallback | None
+    ) -> tuple[str, str, Usage | None, str | None, str]:
         if self.stream_usage:
             kwargs = {**kwargs, "stream_options": {"include_usage": True}}
-        parts: list[str] = []
+        pieces = ReasoningStream(on_token, on_reasoning)
+        field_parts: list[str] = []
         usage: Usage | None = None
         finish: str | None = None
         served = ""
@@ -240,16 +287,20 @@ class LLMClient:
                 if getattr(chunk, "usage", None) is not None:
                     usage = _usage(chunk.usage, kwargs["model"])
                 for choice in getattr(chunk, "choices", None) or []:
+                    thinking = _reasoning_field(choice.delta)
+                    if thinking:
+                        field_parts.append(thinking)
+                        if on_reasoning is not None:
+                            on_reasoning(thinking)
                     piece = choice.delta.content if choice.delta is not None else None
                     if piece:
-                        parts.append(piece)
-                        if on_token is not None:
-                            on_token(piece)
+                        pieces.feed(piece)
                     if choice.finish_reason:
                         finish = choice.finish_reason
         if chunks == 0:
             raise LLMResponseError(f"the server at {self.base_url} sent an empty stream", raw="")
-        return "".join(parts), usage, finish, served
+        pieces.close()
+        return pieces.text, "".join(field_parts), usage, finish, served
 
     # -- errors ------------------------------------------------------------------------------------
     def _translate(self, error: BaseException) -> LLMError:
@@ -273,6 +324,17 @@ class LLMClient:
         if isinstance(error, openai.APIResponseValidationError):
             return LLMResponseError(f"{where} sent an answer that does not validate", raw=redact(str(error))[:4000])
         return LLMError(redact(f"LLM call to {where} failed: {type(error).__name__}: {error}")[:2000])
+
+
+def _reasoning_field(message: Any) -> str:
+    """The reasoning a message or delta carries in its own field ("" when none); see ``REASONING_FIELDS``."""
+    if message is None:
+        return ""
+    for name in REASONING_FIELDS:
+        value = getattr(message, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _usage(raw: Any, model: str) -> Usage | None:

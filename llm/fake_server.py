@@ -13,9 +13,19 @@ script. A step is a text answer or a fault:
 ``bad_json``       a normal answer whose *content* is malformed JSON (``text`` or a default)
 =================  =============================================================================
 
+Any text answer may be a reasoning model's: ``reasoning`` is sent in the message's (or, streamed, the
+deltas') ``reasoning_content`` field before the content, as DeepSeek's API and vLLM's reasoning parser
+send it (``reasoning_field = "reasoning"``: OpenRouter's name); ``<think>...</think>`` is written in
+``text`` itself, as a model served without a reasoning parser writes it. ``finish_reason`` is sent as
+given (``"length"``: an answer cut off at the token limit); with ``cut_to_max_tokens`` the server cuts
+the answer itself, as a real one does: when the request's ``max_tokens`` (or ``max_completion_tokens``)
+is below the answer's word count, only that many words are sent (reasoning first, then content) and
+``finish_reason`` is ``"length"``; a request with a larger limit gets the whole answer.
+
 A step with ``match`` (a regular expression) only answers a request whose prompt (all message contents,
 joined by newlines) matches it; the first unused step that fits answers. Usage figures are whitespace
-word counts unless the step sets ``prompt_tokens`` / ``completion_tokens``. A streamed answer waits
+word counts (the completion's counts the reasoning too) unless the step sets ``prompt_tokens`` /
+``completion_tokens``. A streamed answer waits
 ``piece_seconds`` between its pieces (default 0), so a test can watch tokens arrive one by one; with
 ``hold_after=N`` it stops after N pieces until ``FakeServer.release()`` is called (a test can look at a
 half-streamed answer without any timing). With ``loop=True`` the
@@ -29,8 +39,9 @@ What it guarantees
 * Every request is recorded (method, path, headers, parsed JSON body, the step that answered) in arrival
   order, and ``requests`` returns a copy; the recording is thread-safe. ``max_in_flight`` is the largest
   number of chat requests it was handling at once (for tests of a client's concurrency limit).
-* Streaming answers split the content at word boundaries into ``chat.completion.chunk`` events (the first
-  carries the role), then a chunk with ``finish_reason``, then, when ``stream_options.include_usage`` is
+* Streaming answers split the reasoning, then the content, at word boundaries into
+  ``chat.completion.chunk`` events (the first carries the role; reasoning deltas carry ``content: null``
+  as DeepSeek's do), then a chunk with ``finish_reason``, then, when ``stream_options.include_usage`` is
   set, a chunk with empty ``choices`` and the ``usage``, then ``data: [DONE]``.
 * The command line (``python -m lossforge.llm.fake_server --script answers.json --port 8001``) prints
   one line per request (method, path, model, step) to stderr and never prints request headers, so an
@@ -82,11 +93,26 @@ class Step(BaseModel):
     piece_seconds: float = Field(0.0, ge=0, description="streamed answers: pause between pieces")
     hold_after: int | None = Field(None, ge=1, description="streamed answers: wait for release() after this many pieces")
     echo_headers: bool = False  # error faults only: put the request's headers in the error message (a leaky proxy)
+    reasoning: str | None = Field(None, description="a reasoning model's reasoning, sent in its own field")
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content"
+    cut_to_max_tokens: bool = Field(False, description="cut the answer at the request's token limit (finish_reason 'length')")
 
     def content(self) -> str:
         if self.kind == "bad_json" and not self.text:
             return DEFAULT_BAD_JSON
         return self.text
+
+    def answer_for(self, limit: int | None) -> tuple[str, str, str]:
+        """(reasoning, content, finish_reason) sent to a request whose token limit is ``limit``."""
+        reasoning, content = self.reasoning or "", self.content()
+        if not self.cut_to_max_tokens or limit is None:
+            return reasoning, content, self.finish_reason
+        thought, said = _pieces(reasoning), _pieces(content)
+        if len(thought) + len(said) <= limit:
+            return reasoning, content, self.finish_reason
+        if len(thought) >= limit:
+            return "".join(thought[:limit]), "", "length"
+        return reasoning, "".join(said[: limit - len(thought)]), "length"
 
 
 class RecordedRequest(BaseModel):
@@ -124,6 +150,17 @@ def _pieces(text: str) -> list[str]:
 
 def _count(text: str) -> int:
     return len(text.split())
+
+
+def _token_limit(body: Any) -> int | None:
+    """The completion token limit a request asks for (``max_completion_tokens`` or ``max_tokens``)."""
+    if not isinstance(body, dict):
+        return None
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def load_script(source: str | Path | Iterable[Any]) -> tuple[list[Step], bool]:
@@ -369,25 +406,29 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream = isinstance(body, dict) and bool(body.get("stream"))
         prompt_tokens = step.prompt_tokens if step.prompt_tokens is not None else _count(record.prompt_text())
-        content = step.content()
-        completion_tokens = step.completion_tokens if step.completion_tokens is not None else _count(content)
+        limit = _token_limit(body)
+        reasoning, content, finish = step.answer_for(limit)
+        completion_tokens = (step.completion_tokens if step.completion_tokens is not None
+                             else _count(reasoning) + _count(content))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                  "total_tokens": prompt_tokens + completion_tokens}
         ident = f"chatcmpl-fake-{uuid.uuid4().hex[:12]}"
         created = int(time.time())
         if not stream:
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if reasoning:
+                message[step.reasoning_field] = reasoning
             self._send_json(200, {
                 "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": step.finish_reason, "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
                 "usage": usage,
             })
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        self._stream(ident, created, model, content, step.finish_reason, usage if include_usage else None, step)
+        self._stream(ident, created, model, content, finish, usage if include_usage else None, step, reasoning)
 
     def _stream(self, ident: str, created: int, model: str, content: str, finish: str, usage: dict | None,
-                step: Step) -> None:
+                step: Step, reasoning: str = "") -> None:
         def chunk(delta: dict, finish_reason: str | None = None, with_usage: dict | None = None, empty: bool = False) -> bytes:
             payload: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                                        "choices": [] if empty else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
@@ -400,15 +441,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
-            pieces = _pieces(content) or [""]
-            for i, piece in enumerate(pieces):
+            pieces = [(step.reasoning_field, p) for p in _pieces(reasoning)] + [("content", p) for p in _pieces(content)]
+            for i, (field, piece) in enumerate(pieces or [("content", "")]):
                 if i and step.piece_seconds > 0 and self.fake._stopping.wait(step.piece_seconds):
                     return
                 if i and i == step.hold_after:
                     while not self.fake._released.wait(0.05):
                         if self.fake._stopping.is_set():
                             return
-                delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+                delta: dict[str, Any] = {"content": piece} if field == "content" else {"content": None, field: piece}
+                if i == 0:
+                    delta = {"role": "assistant", **delta}
                 self.wfile.write(chunk(delta))
                 self.wfile.flush()
             self.wfile.write(chunk({}, finish))

@@ -207,3 +207,46 @@ def test_lossforge_run_survives_a_429_and_garbage_and_never_writes_the_key(tmp_p
     assert archive.get_meta(LLM_BUDGET_META)["calls"] == 5  # the 429 was retried inside one call
     assert len(server.chat_requests) == 6
     assert {"token", "llm_call", "error"} <= {e["kind"] for e in events}
+
+
+def test_a_reasoning_model_with_a_cut_off_answer_in_a_real_search(tmp_path, tiny_run_config, sandbox) -> None:
+    """Item 7 and 8 of issue 14 through the real search: a draft inside `<think>` is not the candidate, a
+    reasoning field is kept apart, and an answer cut off at the token limit is asked again, larger."""
+    draft = answer("scalar_loss", SCALAR_CODE, "Average the DPO loss over the batch.")
+    thinking = f"A first draft:\n```json\n{draft}\n```\nNo: the .mean() collapses the batch; one loss per pair."
+    final = answer("smooth_sigmoid", SIGMOID_CODE, "One loss per pair.")
+    ipo = answer("ipo_variant", library_code("ipo"), "A squared margin.")
+    field = "IPO regresses the margin to 1/(2 beta); the answer must be a JSON object {thought, name, code}."
+    limit = len(ipo.split()) + len(field.split()) - 5  # too small for the second answer, twice it is enough
+    script = [
+        {"match": PROPOSE, "text": f"<think>\n{thinking}\n</think>\n\n{final}"},
+        {"match": PROPOSE, "text": ipo, "reasoning": field, "cut_to_max_tokens": True},
+        {"match": PROPOSE, "text": ipo, "reasoning": field, "cut_to_max_tokens": True},
+        reflection("Per-pair losses train."), reflection("The squared margin holds the KL down."),
+    ]
+    with FakeServer(script) as server:
+        config = llm_config(tiny_run_config, server, generations=2)
+        config.proposer.llm.models[0].max_tokens = limit
+        summary = run_search(tmp_path, config, sandbox=sandbox)
+    assert summary.evaluated == 2 and server.remaining() == 0
+    archive = Archive(tmp_path / "archive.sqlite", readonly=True)
+    first, second = archive.all()  # no candidate from the draft, no failed proposal from the cut-off answer
+    assert (first.name, first.status, first.code, first.repair_of) == ("smooth_sigmoid", "evaluated", SIGMOID_CODE.strip("\n"), None)
+    assert first.thought.startswith("One loss per pair.\n\nModel reasoning") and "A first draft" in first.thought
+    assert (second.name, second.status) == ("ipo_variant", "evaluated") and field in second.thought
+    sent = [r.body["max_tokens"] for r in server.chat_requests if PROPOSE in r.prompt_text()]
+    assert sent == [limit, limit, 2 * limit]
+    assert "was cut off at the limit of" in server.chat_requests[-2].prompt_text()
+
+    events = events_of(tmp_path)
+    shown = [e for e in events if e["kind"] == "reasoning"]
+    assert [(e["purpose"], e["step"]) for e in shown] == [("propose", 0), ("propose", 1), ("propose", 1)]
+    assert shown[0]["text"] == thinking.strip() and shown[2]["text"] == field
+    (cut,) = [e for e in events if e["kind"] == "truncated"]
+    assert (cut["step"], cut["max_tokens"], cut["retry_max_tokens"]) == (1, limit, 2 * limit)
+    assert "cut off at the token limit" in cut["message"]
+    reasoning_tokens = "".join(e["text"] for e in events if e["kind"] == "token" and e["channel"] == "reasoning")
+    assert "A first draft" in reasoning_tokens and field in reasoning_tokens  # streamed to the TUI's pane
+    proposals = [e for e in events if e["kind"] == "proposal"]
+    assert [p["name"] for p in proposals] == ["smooth_sigmoid", "ipo_variant"] and "error" not in {e["kind"] for e in events}
+    assert archive.get_meta(LLM_BUDGET_META)["calls"] == 5  # the cut-off try is charged

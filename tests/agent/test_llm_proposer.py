@@ -253,6 +253,166 @@ def test_the_parser_refuses_answers_without_a_function(text: str) -> None:
     assert caught.value.raw == text
 
 
+# -- reasoning models ----------------------------------------------------------------------------------
+
+DRAFT = answer(name="scalar_loss", code=SCALAR_CODE, thought="Average over the batch.")
+FINAL = answer(thought="One loss per pair.")
+
+
+def think(reasoning: str, final: str = FINAL) -> str:
+    return f"<think>\n{reasoning}\n</think>\n\n{final}"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize(
+    "step",
+    [
+        # a draft proposal inside the reasoning (it was evaluated as the candidate before)
+        {"text": think(f"A first draft:\n```json\n{DRAFT}\n```\nNo: .mean() collapses the batch.")},
+        # reasoning that mentions JSON braces before a valid answer (it failed to parse before)
+        {"text": think("The answer must be a JSON object {thought, name, code}; keep it simple.")},
+        # DeepSeek-R1: the output begins inside the reasoning, only the closing tag is there
+        {"text": f"The answer must be a JSON object {{thought, name, code}}.\n</think>\n{FINAL}"},
+        # the reasoning in its own field (DeepSeek, vLLM; OpenRouter calls it "reasoning")
+        {"text": FINAL, "reasoning": f"Draft: {DRAFT}"},
+        {"text": FINAL, "reasoning": f"Draft: {DRAFT}", "reasoning_field": "reasoning"},
+    ],
+    ids=["draft-in-think", "json-words-in-think", "r1-no-opening-tag", "reasoning_content", "reasoning"],
+)
+def test_the_reasoning_is_shown_and_kept_but_never_read_as_the_proposal(stream: bool, step: dict) -> None:
+    events: list[dict] = []
+    with FakeServer([step]) as server:
+        proposal = make(server, events=events, stream=stream).propose(CONTEXT)
+    assert proposal.name == "smooth_sigmoid" and proposal.code == SIGMOID_CODE.strip("\n")
+    (shown,) = [e for e in events if e["kind"] == "reasoning"]
+    assert shown["purpose"] == "propose" and shown["step"] == 3 and shown["chars"] == len(shown["text"]) > 20
+    assert "JSON object" in shown["text"] or "scalar_loss" in shown["text"]
+    assert FINAL not in shown["text"]
+    # stored with the proposal: the answer's thought first, then the reasoning marked as a note
+    assert proposal.thought.startswith("One loss per pair.\n\nModel reasoning (")
+    assert shown["text"] in proposal.thought and "not read as the proposal" in proposal.thought
+    tokens = [e for e in events if e["kind"] == "token"]
+    streamed = "".join(e["text"] for e in tokens)
+    assert shown["text"].split()[0] in streamed and '"One loss per pair."' in streamed  # both reach the TUI
+    call = next(e for e in events if e["kind"] == "llm_call")
+    assert call["reasoning_chars"] == len(shown["text"]) and call["finish_reason"] == "stop"
+    if stream and "reasoning" in step:  # a separate field: each token event says which channel it is
+        assert {e["channel"] for e in tokens} == {"reasoning", "answer"}
+        assert "".join(e["text"] for e in tokens if e["channel"] == "reasoning") == step["reasoning"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_answer_that_is_only_reasoning_is_refused_saying_so(stream: bool) -> None:
+    with FakeServer(["<think>I could return " + DRAFT + " but let me think more about"]) as server:
+        proposer = make(server, stream=stream)
+        with pytest.raises(ProposalError, match="holds only reasoning .* no final answer") as caught:
+            proposer.propose(CONTEXT)
+    assert "scalar_loss" in caught.value.raw and caught.value.raw.startswith("<think>")  # the evidence is kept
+    assert proposer.budget.state.calls == 1
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [(f"<think>{DRAFT}", "a <think> block that is never closed"), (f"<think>{DRAFT}</think>\n  ", "reasoning"),
+     (f"{DRAFT}</think>", "reasoning")],
+)
+def test_the_parser_never_reads_a_proposal_from_reasoning_alone(text: str, where: str) -> None:
+    with pytest.raises(ProposalError, match=rf"holds only reasoning \(\d+ characters in {where}\)") as caught:
+        parse_proposal(text)
+    assert caught.value.raw == text
+
+
+def test_a_reflection_with_reasoning_keeps_only_the_reflection() -> None:
+    events: list[dict] = []
+    with FakeServer([{"text": "Per-pair losses train; try a softer margin.", "reasoning": "Fitness rose by 0.12."}]) as server:
+        text = make(server, events=events).reflect("summary", step=4)
+    assert text == "Per-pair losses train; try a softer margin."
+    assert [e["text"] for e in events if e["kind"] == "reasoning"] == ["Fitness rose by 0.12."]
+
+
+# -- truncated answers ---------------------------------------------------------------------------------
+
+
+def cut(text: str, **step: Any) -> dict:
+    """A step the server cuts at the request's token limit, as a real server does."""
+    return {"text": text, "cut_to_max_tokens": True, **step}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_cut_off_answer_is_asked_again_with_twice_the_limit(stream: bool) -> None:
+    events: list[dict] = []
+    words = len(FINAL.split())  # the answer needs this many tokens (the fake server counts words)
+    with FakeServer([cut(FINAL)] * 2) as server:
+        proposer = make(server, events=events, stream=stream,
+                        models=[ModelChoice(name="model-a", max_tokens=words - 10)])
+        proposal = proposer.propose(CONTEXT)
+    assert proposal.name == "smooth_sigmoid" and proposal.code == SIGMOID_CODE.strip("\n")
+    requests = server.chat_requests
+    assert [r.body["max_tokens"] for r in requests] == [words - 10, 2 * (words - 10)]
+    assert "cut off at the limit of" not in requests[0].prompt_text()
+    assert f"cut off at the limit of {words - 10} tokens" in requests[1].prompt_text()
+    (truncated,) = [e for e in events if e["kind"] == "truncated"]
+    assert truncated["max_tokens"] == words - 10 and truncated["retry_max_tokens"] == 2 * (words - 10)
+    assert truncated["completion_tokens"] == words - 10 and not truncated["in_reasoning"]
+    assert "cut off at the token limit" in truncated["message"]
+    assert [e["finish_reason"] for e in events if e["kind"] == "llm_call"] == ["length", "stop"]
+    assert proposer.budget.state.calls == 2  # both tries are charged
+
+
+def test_an_answer_cut_off_every_time_fails_saying_it_was_cut_off() -> None:
+    events: list[dict] = []
+    with FakeServer([cut(FINAL, reasoning="word " * 200)] * 3) as server:
+        proposer = make(server, events=events, truncation_retries=2, max_tokens_ceiling=100,
+                        models=[ModelChoice(name="model-a", max_tokens=40)])
+        with pytest.raises(ProposalError) as caught:
+            proposer.propose(CONTEXT)
+    message = str(caught.value)
+    assert "cut off at the token limit while the model was still reasoning" in message
+    assert "max_tokens 40, 80, 100" in message and "gave up after 3 tries" in message
+    assert "max_tokens_ceiling" in message and "shape" not in message and "JSON" not in message
+    assert [r.body["max_tokens"] for r in server.chat_requests] == [40, 80, 100]  # bounded by the ceiling
+    assert [e["retry_max_tokens"] for e in events if e["kind"] == "truncated"] == [80, 100, None]
+    assert all(e["in_reasoning"] for e in events if e["kind"] == "truncated")
+    assert caught.value.raw.startswith("<think>\nword word")
+    assert proposer.budget.state.calls == 3
+
+
+def test_a_cut_off_answer_is_never_parsed_even_when_a_prefix_would_parse() -> None:
+    # a fenced block cut mid-function: the prefix parses as Python and used to be checked as the candidate
+    prose = "Idea: a squared softplus.\n```python\n" + SIGMOID_CODE
+    prefix = prose[: prose.index("    return")]
+    with FakeServer([{"text": prefix + "    return -F.logsig", "finish_reason": "length"}]) as server:
+        with pytest.raises(ProposalError, match="cut off"):
+            make(server, truncation_retries=0, structured_output=False).propose(CONTEXT)
+    assert parse_proposal(prefix).how == "fenced_code"  # what the parser alone would have accepted
+
+
+def test_without_a_token_limit_the_retry_asks_for_twice_what_was_produced() -> None:
+    with FakeServer([{"text": FINAL[:40], "finish_reason": "length", "completion_tokens": 300}, FINAL]) as server:
+        proposal = make(server, models=[ModelChoice(name="model-a", max_tokens=None)]).propose(CONTEXT)
+    assert proposal.name == "smooth_sigmoid"
+    assert "max_tokens" not in server.chat_requests[0].body and server.chat_requests[1].body["max_tokens"] == 600
+
+
+def test_a_budget_that_runs_out_stops_the_retries() -> None:
+    with FakeServer([cut(FINAL)] * 3) as server:
+        proposer = make(server, budget=Budget(BudgetLimits(max_calls=1)), models=[ModelChoice(name="model-a", max_tokens=20)])
+        with pytest.raises(BudgetExhausted):
+            proposer.propose(CONTEXT)
+    assert len(server.chat_requests) == 1
+
+
+def test_a_cut_off_reflection_is_kept_and_marked() -> None:
+    events: list[dict] = []
+    said = "The margin term helped a lot because the policy moved less from the reference than DPO's did at the same beta."
+    with FakeServer([cut(said, reasoning="short")]) as server:
+        text = make(server, events=events, reflection_max_tokens=16).reflect("summary")
+    assert text == " ".join(said.split()[:15]) + "..."  # 16 tokens: 1 of reasoning, 15 of the reflection
+    assert len(server.chat_requests) == 1
+    (truncated,) = [e for e in events if e["kind"] == "truncated"]
+    assert truncated["purpose"] == "reflect" and truncated["retry_max_tokens"] is None and "kept" in truncated["message"]
+
+
 # -- the key stays secret ------------------------------------------------------------------------------
 
 

@@ -144,3 +144,63 @@ def test_the_token_limit_can_be_sent_as_max_completion_tokens() -> None:
         client_for(server, max_tokens_field="max_completion_tokens").chat(HELLO, model="o-model", max_tokens=64)
     body = server.chat_requests[0].body
     assert body["max_completion_tokens"] == 64 and "max_tokens" not in body
+
+
+# -- reasoning models and truncated answers -------------------------------------------------------------
+
+FINAL = '{"verdict": "A"}'
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])  # DeepSeek / vLLM, OpenRouter
+def test_a_reasoning_field_is_reasoning_never_text(stream: bool, field: str) -> None:
+    thinking = 'The user wants JSON like {"verdict": "B"}; but A is better.'
+    answer: list[str] = []
+    reasoning: list[str] = []
+    with FakeServer([{"text": FINAL, "reasoning": thinking, "reasoning_field": field}]) as server:
+        result = client_for(server).chat(HELLO, model="m1", stream=stream, on_token=answer.append,
+                                         on_reasoning=reasoning.append)
+    assert result.text == result.content == FINAL == "".join(answer)
+    assert result.reasoning == thinking == "".join(reasoning)
+    assert result.usage.completion_tokens == len(FINAL.split()) + len(thinking.split())  # reasoning is billed
+    assert result.transcript() == f"<think>\n{thinking}\n</think>\n{FINAL}" and not result.truncated
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "content, reasoning, text",
+    [
+        (f"<think>\nDraft: {{\"verdict\": \"B\"}}\n</think>\n\n{FINAL}", 'Draft: {"verdict": "B"}', f"\n\n{FINAL}"),
+        (f"Started inside the reasoning.</think>{FINAL}", "Started inside the reasoning.", FINAL),  # DeepSeek-R1
+        ("<think>never closed, no answer", "never closed, no answer", ""),
+    ],
+)
+def test_think_blocks_in_the_content_are_reasoning(stream: bool, content: str, reasoning: str, text: str) -> None:
+    with FakeServer([content]) as server:
+        result = client_for(server).chat(HELLO, model="m1", stream=stream)
+    assert (result.text, result.reasoning, result.content) == (text, reasoning, content)
+
+
+def test_streamed_reasoning_reaches_its_callback_before_the_answer() -> None:
+    order: list[tuple[str, str]] = []
+    content = "<think>first the idea</think>then the answer"
+    with FakeServer([{"text": content, "reasoning": "field reasoning"}]) as server:
+        client_for(server).chat(HELLO, model="m1", on_token=lambda p: order.append(("answer", p)),
+                                on_reasoning=lambda p: order.append(("reasoning", p)))
+    channels = [c for c, _ in order]
+    assert channels == sorted(channels, key=lambda c: c == "answer")  # every reasoning piece comes first
+    assert "".join(p for c, p in order if c == "reasoning") == "field reasoningfirst the idea"
+    assert "".join(p for c, p in order if c == "answer") == "then the answer"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_cut_at_the_token_limit_is_returned_as_truncated(stream: bool) -> None:
+    step = {"text": "one two three four five six", "reasoning": "r1 r2", "cut_to_max_tokens": True}
+    with FakeServer([step, step]) as server:
+        client = client_for(server)
+        cut = client.chat(HELLO, model="m1", stream=stream, max_tokens=4)
+        whole = client.chat(HELLO, model="m1", stream=stream, max_tokens=8)
+    assert cut.truncated and cut.finish_reason == "length"
+    assert (cut.reasoning, cut.text, cut.usage.completion_tokens) == ("r1 r2", "one two ", 4)
+    assert not whole.truncated and whole.text == "one two three four five six"
+    assert [r.body["max_tokens"] for r in server.chat_requests] == [4, 8]

@@ -115,3 +115,48 @@ def test_the_command_line_serves_a_script_and_never_prints_headers(tmp_path: Pat
         process.terminate()
         _, rest = process.communicate(timeout=10)
     assert "SECRET" not in banner + line + rest
+
+
+def data_events(response: httpx.Response) -> list[dict]:
+    return [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_is_sent_in_its_own_field_streamed_and_not(field: str) -> None:
+    step = {"text": "the answer", "reasoning": "thinking it over", "reasoning_field": field}
+    with FakeServer([step, step]) as server:
+        message = post(server, "q").json()["choices"][0]["message"]
+        streamed = post(server, "q", stream=True, stream_options={"include_usage": True})
+    assert message == {"role": "assistant", "content": "the answer", field: "thinking it over"}
+    deltas = [c["choices"][0]["delta"] for c in data_events(streamed) if c["choices"]]
+    assert deltas[0]["role"] == "assistant"
+    assert "".join(d.get(field) or "" for d in deltas) == "thinking it over"
+    assert all(d["content"] is None for d in deltas if d.get(field))  # as DeepSeek streams reasoning
+    assert "".join(d.get("content") or "" for d in deltas) == "the answer"
+    assert data_events(streamed)[-1]["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.parametrize("limit_field", ["max_tokens", "max_completion_tokens"])
+def test_an_answer_is_cut_at_the_request_token_limit_when_scripted(limit_field: str) -> None:
+    step = {"text": "a b c d", "reasoning": "r s t", "cut_to_max_tokens": True}
+    with FakeServer([step, step, step, step]) as server:
+        in_reasoning = post(server, "q", **{limit_field: 2}).json()
+        in_answer = post(server, "q", stream=True, **{limit_field: 5})
+        whole = post(server, "q", **{limit_field: 7}).json()
+        unlimited = post(server, "q").json()
+    choice = in_reasoning["choices"][0]
+    assert choice["finish_reason"] == "length" and choice["message"]["content"] == ""
+    assert choice["message"]["reasoning_content"] == "r s " and in_reasoning["usage"]["completion_tokens"] == 2
+    chunks = data_events(in_answer)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == "a b "
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    for full in (whole, unlimited):
+        assert full["choices"][0]["finish_reason"] == "stop" and full["choices"][0]["message"]["content"] == "a b c d"
+
+
+def test_a_scripted_length_finish_is_sent_as_given() -> None:
+    with FakeServer([{"text": '{"code": "def f(', "finish_reason": "length"}] * 2) as server:
+        plain = post(server, "q").json()["choices"][0]
+        streamed = data_events(post(server, "q", stream=True))
+    assert plain["finish_reason"] == "length" and plain["message"]["content"] == '{"code": "def f('
+    assert streamed[-1]["choices"][0]["finish_reason"] == "length"
