@@ -408,12 +408,12 @@ def bench_sandbox(
 @app.command()
 def judge(
     benchmark: str = typer.Option(..., "--benchmark", help="mt_bench or arena_hard."),
-    questions: Optional[Path] = typer.Option(None, "--questions", help="Question file or folder (FastChat / Arena-Hard layout)."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="Question file or folder: FastChat's MT-Bench folder, or an Arena-Hard-Auto version folder (data/arena-hard-v0.1 or arena-hard-v2.0, with question.jsonl and model_answer/; the older question-v0.1.jsonl also works)."),
     hf_dataset: Optional[str] = typer.Option(None, "--hf-dataset", help="Load the questions from this hub dataset instead."),
-    answers: Optional[Path] = typer.Option(None, "--answers", help="The model's answers (FastChat model_answer jsonl)."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="The model's answers: FastChat model_answer jsonl, or Arena-Hard-Auto's (uid, messages with the answer in content.answer)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Generate the answers with this model (transformers, or vLLM if installed)."),
     answers_out: Optional[Path] = typer.Option(None, "--answers-out", help="Where to write generated answers."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="arena_hard: the baseline's answers (jsonl)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="arena_hard: one answer file to judge every question against. Default: each category's upstream baseline from model_answer/ of the questions folder (v0.1: gpt-4-0314; v2.0: o3-mini-2025-01-31 for hard prompts, gemini-2.0-flash-001 for creative writing)."),
     judge_model: str = typer.Option("gpt-4o", "--judge-model", help="The judge model."),
     base_url: str = typer.Option("https://api.openai.com/v1", "--base-url", help="Any OpenAI-compatible endpoint."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key ('' for none)."),

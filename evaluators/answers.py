@@ -5,7 +5,10 @@ the tokenizer's chat template, turn by turn: turn 2 is asked with the model's ow
 conversation, as MT-Bench does. It returns ``{question_id: [answer per turn]}``, what the judges in
 ``llm_judge`` take. ``generate_answers_vllm(model_path, ...)`` does the same with vLLM, and
 ``answer_questions(model_path, ...)`` picks vLLM when it is importable and asked for, transformers
-otherwise. ``write_answers`` / ``read_answers`` use FastChat's ``model_answer/*.jsonl`` layout.
+otherwise. ``write_answers`` writes FastChat's ``model_answer/*.jsonl`` layout; ``read_answers`` reads it and
+Arena-Hard-Auto's (both its current one and the older one). ``arena_hard_baselines(questions, path)`` picks
+each Arena-Hard question's baseline answer as upstream does: by the question's category, from the version
+folder's ``model_answer/<baseline model>.jsonl``.
 
 What it guarantees
 ------------------
@@ -16,6 +19,14 @@ What it guarantees
   order whatever the batching.
 * ``temperature == 0`` is greedy decoding and so deterministic; with sampling, ``torch.manual_seed(seed)``
   is set before each batch (this touches torch's global generator).
+
+* ``read_answers`` gives every answer row's assistant turns, in order, in any of the layouts: FastChat
+  (``question_id``, ``choices[0].turns`` as strings), older Arena-Hard (``choices[0].turns`` as
+  ``{"content": ...}``) and current Arena-Hard (``uid``, ``messages`` whose assistant ``content`` is
+  ``{"answer": ...}`` beside an optional ``"thought"``, or a plain string; only the answer is read, as
+  upstream's gen_judgment.py reads ``messages[-1]["content"]["answer"]``). A row it cannot read raises
+  ``AnswerError`` naming the file, the line and what it found. An answer that is null (a failed generation)
+  is left out, so the question counts as unanswered.
 
 It does not truncate prompts that exceed the model's context, and it does not stop on custom stop
 strings: generation stops at the tokenizer's end-of-sequence token or ``max_new_tokens``.
@@ -34,7 +45,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from lossforge.evaluators.questions import Question
 
 __all__ = [
+    "ARENA_HARD_BASELINES",
+    "AnswerError",
     "GenerationSettings",
+    "arena_hard_baselines",
     "answer_questions",
     "generate_answers",
     "generate_answers_vllm",
@@ -44,6 +58,22 @@ __all__ = [
 ]
 
 Answers = dict[str, list[str]]
+
+#: The baseline model of each Arena-Hard question category, as upstream judges them: lmarena/arena-hard-auto,
+#: utils/judge_utils.py, ``JUDGE_SETTINGS[category]["baseline"]`` (read by gen_judgment.py and show_result.py).
+#: v0.1 judges every prompt against gpt-4-0314; v2.0 its hard prompts (and their coding and math
+#: subcategories) against o3-mini-2025-01-31 and creative writing against gemini-2.0-flash-001.
+ARENA_HARD_BASELINES: dict[str, str] = {
+    "arena-hard-v0.1": "gpt-4-0314",
+    "hard_prompt": "o3-mini-2025-01-31",
+    "coding": "o3-mini-2025-01-31",
+    "math": "o3-mini-2025-01-31",
+    "creative_writing": "gemini-2.0-flash-001",
+}
+
+
+class AnswerError(ValueError):
+    """An answer file (or the baseline answers a run needs) that cannot be read; the message says what to do."""
 
 
 class GenerationSettings(BaseModel):
@@ -183,15 +213,103 @@ def write_answers(path: str | Path, answers: Mapping[str, Sequence[str]], model_
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def _turn_text(turn: Any) -> str | None:
+    """The text of one answer turn: a string, ``{"content": str}`` (older Arena-Hard) or ``{"answer": str}``."""
+    if isinstance(turn, str):
+        return turn
+    if isinstance(turn, dict):
+        for key in ("answer", "content"):
+            if isinstance(turn.get(key), str):
+                return turn[key]
+    return None
+
+
+def _row_turns(row: dict[str, Any]) -> list[str | None]:
+    """The assistant turns of one answer row (None for a turn without text); ValueError for an unknown layout."""
+    if isinstance(row.get("messages"), list):
+        return [_turn_text(m.get("content")) for m in row["messages"] if isinstance(m, dict) and m.get("role") == "assistant"]
+    choices = row.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict) and isinstance(choices[0].get("turns"), list):
+        return [_turn_text(t) for t in choices[0]["turns"]]
+    raise ValueError(
+        f"no answer in this row (keys {sorted(row)}): expected FastChat's choices[0].turns or Arena-Hard's "
+        "messages (the assistant message's content as {\"answer\": ...} or a string)"
+    )
+
+
 def read_answers(path: str | Path) -> Answers:
-    """Answers from a FastChat ``model_answer`` file (or Arena-Hard's, whose turns are ``{"content": ...}``)."""
+    """Every question's answer turns from a ``model_answer`` jsonl file, in FastChat's or Arena-Hard-Auto's
+    layout (see the module docstring). Keys are the rows' ``question_id`` or ``uid`` as strings; a later row
+    for the same question replaces an earlier one (as upstream's load_model_answers does).
+
+    Raises ``AnswerError`` for a missing file, a line that is not a JSON object, a row without an id or
+    without answers in a known layout, each with the file and line.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise AnswerError(f"answer file {path} does not exist")
     answers: Answers = {}
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            qid = str(row.get("question_id", row.get("uid")))
-            turns = (row.get("choices") or [{}])[0].get("turns", [])
-            answers[qid] = [t["content"] if isinstance(t, dict) else str(t) for t in turns]
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise AnswerError(f"{path}:{number}: not JSON ({error})") from error
+            if not isinstance(row, dict):
+                raise AnswerError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            ident = next((row[k] for k in ("question_id", "uid") if row.get(k) is not None), None)
+            if ident is None:
+                raise AnswerError(f"{path}:{number}: an answer row needs a question_id (FastChat) or uid (Arena-Hard); "
+                                  f"got keys {sorted(row)}")
+            try:
+                turns = _row_turns(row)
+            except ValueError as error:
+                raise AnswerError(f"{path}:{number}: {error}") from error
+            answers[str(ident)] = [t for t in turns if t is not None]
     return answers
+
+
+def _answer_dir(questions_path: Path) -> Path:
+    questions_path = Path(questions_path).expanduser()
+    return (questions_path if questions_path.is_dir() else questions_path.parent) / "model_answer"
+
+
+def arena_hard_baselines(questions: Sequence[Question], questions_path: str | Path) -> tuple[Answers, dict[str, str]]:
+    """Each question's baseline answer, chosen as Arena-Hard-Auto chooses it: the model
+    ``ARENA_HARD_BASELINES[question.category]``, read from ``model_answer/<model>.jsonl`` in the version folder
+    of ``questions_path`` (the folder itself, or the folder of the question file). Returns the answers
+    ({question id: [answer]}) and {category: baseline model} for the categories present.
+
+    Raises ``AnswerError`` when a category has no upstream baseline, or a baseline's answer file is missing
+    (naming the expected path, the questions that need it and the files there); the message says to give
+    ``--baseline FILE`` (one answer file for every question) instead.
+    """
+    folder = _answer_dir(Path(questions_path))
+    unknown = sorted({q.category for q in questions if q.category not in ARENA_HARD_BASELINES})
+    if unknown:
+        raise AnswerError(
+            f"no Arena-Hard baseline for the question categories {unknown} (upstream's are "
+            f"{', '.join(f'{c}: {m}' for c, m in ARENA_HARD_BASELINES.items())}): give --baseline FILE with the "
+            "answers to compare against"
+        )
+    wanted: dict[str, list[Question]] = {}
+    for q in questions:
+        wanted.setdefault(ARENA_HARD_BASELINES[q.category], []).append(q)
+    present = sorted(p.name for p in folder.glob("*.jsonl")) if folder.is_dir() else []
+    answers: Answers = {}
+    for model, asked in wanted.items():
+        file = folder / f"{model}.jsonl"
+        if not file.is_file():
+            categories = sorted({q.category for q in asked})
+            raise AnswerError(
+                f"Arena-Hard judges {'/'.join(categories)} ({len(asked)} questions) against {model}, but {file} does "
+                f"not exist ({'model_answer/ holds ' + ', '.join(present) if present else 'no answer files there'}). "
+                f"Put {model}'s answers there (upstream publishes them with the questions), or give --baseline FILE "
+                "to judge every question against one answer file"
+            )
+        mine = read_answers(file)
+        answers.update({q.id: mine[q.id] for q in asked if q.id in mine})
+    categories = {q.category: ARENA_HARD_BASELINES[q.category] for q in questions}
+    return answers, dict(sorted(categories.items()))

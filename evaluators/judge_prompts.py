@@ -15,14 +15,16 @@ arXiv:2406.11939):
 What it guarantees
 ------------------
 * ``parse_rating`` returns a float in [1, 10] from the last ``[[x]]`` (else the last ``[x]``), or None.
-* ``parse_verdict`` returns one of ``VERDICTS`` when every bracketed verdict in the text agrees (mirrored
-  forms such as ``[[B<A]]`` are normalised), or None when there is none or they disagree.
+* ``parse_verdict`` returns one of ``VERDICTS`` read by Arena-Hard-Auto's 2025 label rules (case-blind,
+  ``[[label]]`` before the single-bracket ``[label]``, the last label counts, mirrored forms such as
+  ``[[B<A]]`` normalised; ``winrate.verdict_label``), or None.
 """
 from __future__ import annotations
 
 import re
 
 from lossforge.evaluators.questions import Question
+from lossforge.evaluators.winrate import verdict_label
 
 __all__ = ["PROMPT_VERSION", "VERDICTS", "pairwise_messages", "parse_rating", "parse_verdict", "single_messages"]
 
@@ -100,8 +102,6 @@ def pairwise_messages(question: Question, answer_a: str, answer_b: str) -> list[
 
 _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _RATING_LOOSE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*\]")
-_VERDICT = re.compile(r"\[\[\s*([AB])\s*(>>|>|=|<<|<)\s*([AB])\s*\]\]")
-_MIRROR = {"<<": ">>", "<": ">"}
 
 
 def parse_rating(text: str) -> float | None:
@@ -115,15 +115,5 @@ def parse_rating(text: str) -> float | None:
 
 
 def parse_verdict(text: str) -> str | None:
-    """The verdict label in ``text`` (see the module docstring)."""
-    labels: set[str] = set()
-    for left, op, right in _VERDICT.findall(text or ""):
-        if left == right:
-            return None
-        if op in _MIRROR:  # "B<A" means "A>B"
-            left, op, right = right, _MIRROR[op], left
-        label = f"{left}{op}{right}"
-        if op == "=":
-            label = "A=B"
-        labels.add(label)
-    return labels.pop() if len(labels) == 1 else None
+    """The verdict label in ``text``, as Arena-Hard-Auto reads it (``winrate.verdict_label``)."""
+    return verdict_label(text)

@@ -9,7 +9,12 @@ with ``out`` it also writes the full result (every judgement) there.
 What it guarantees
 ------------------
 * Problems with the inputs (no answers and no model, an Arena-Hard run without baseline answers,
-  answers missing for a question) raise ``JudgeRunError`` before any judge call is made.
+  answers missing for a question, an answer file in no known layout) raise ``JudgeRunError`` before any
+  judge call is made (and before answers are generated).
+* Arena-Hard: without ``baseline_answers``, each question is judged against its category's upstream
+  baseline (``answers.ARENA_HARD_BASELINES``: v0.1 gpt-4-0314; v2.0 o3-mini-2025-01-31 for hard prompts,
+  gemini-2.0-flash-001 for creative writing), read from ``model_answer/`` of the question folder; the
+  summary gives the win rate over all counted questions, ``by_category`` and the ``baselines`` used.
 * Judgements go through the on-disk cache at ``cache``, so an interrupted or repeated run pays only for
   what it has not judged yet; spending is limited by ``budget`` and priced by ``prices``.
 * The summary never contains the API key (only the name of its environment variable).
@@ -25,7 +30,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lossforge.evaluators.answers import GenerationSettings, answer_questions, read_answers, write_answers
+from lossforge.evaluators.answers import (
+    AnswerError,
+    GenerationSettings,
+    answer_questions,
+    arena_hard_baselines,
+    read_answers,
+    write_answers,
+)
 from lossforge.evaluators.judge_cache import JudgementCache
 from lossforge.evaluators.judge_prompts import PROMPT_VERSION
 from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
@@ -133,22 +145,40 @@ def _answers(run: JudgeRun, questions: list[Question]) -> dict[str, list[str]]:
     return answers  # pragma: no cover
 
 
+def _baseline(run: JudgeRun, questions: list[Question]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Arena-Hard: the baseline answer of every question and {category: baseline model}; --baseline FILE
+    for all questions, else each category's upstream baseline from the version folder's model_answer/."""
+    if run.benchmark != "arena_hard":
+        return {}, {}
+    if run.baseline_answers is not None:
+        if not run.baseline_answers.exists():
+            raise JudgeRunError(f"baseline answer file {run.baseline_answers} does not exist")
+        return read_answers(run.baseline_answers), {q.category: run.baseline_answers.stem for q in questions}
+    if run.questions is None:
+        raise JudgeRunError("arena_hard compares against a baseline: give --baseline (its answers, jsonl)")
+    return arena_hard_baselines(questions, run.questions)
+
+
 def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
     """Judge the answers of one model (see the module docstring); returns a JSON-ready summary."""
     questions = _questions(run)
-    if run.benchmark == "arena_hard" and run.baseline_answers is None:
-        raise JudgeRunError("arena_hard compares against a baseline: give --baseline (its answers, jsonl)")
-    if run.baseline_answers is not None and not run.baseline_answers.exists():
-        raise JudgeRunError(f"baseline answer file {run.baseline_answers} does not exist")
-    answers = _answers(run, questions)
-    baseline = read_answers(run.baseline_answers) if run.baseline_answers is not None else {}
+    try:
+        baseline, baselines = _baseline(run, questions)  # before answers are generated: a missing baseline stops first
+        answers = _answers(run, questions)
+    except AnswerError as error:
+        raise JudgeRunError(str(error)) from None
     needed = [q.id for q in questions if len(answers.get(q.id, ())) < (len(q.turns) if run.benchmark == "mt_bench" else 1)]
     missing_baseline = [q.id for q in questions if run.benchmark == "arena_hard" and not baseline.get(q.id)]
     if needed or missing_baseline:
-        raise JudgeRunError(
-            f"answers missing for {len(needed)} questions {needed[:5]} and baseline answers for "
-            f"{len(missing_baseline)} {missing_baseline[:5]}"
-        )
+        problems = []
+        if needed:
+            problems.append(f"the model's answers ({run.answers or 'generated'}) lack {len(needed)} of "
+                            f"{len(questions)} questions {needed[:5]}")
+        if missing_baseline:
+            source = run.baseline_answers or ", ".join(sorted(set(baselines.values())))
+            problems.append(f"the baseline answers ({source}) lack {len(missing_baseline)} of {len(questions)} "
+                            f"questions {missing_baseline[:5]}")
+        raise JudgeRunError("; ".join(problems) + " (answers are matched by question_id or uid)")
     client = LLMClient(run.base_url, api_key_env=run.api_key_env, timeout=run.timeout, max_retries=run.max_retries)
     budget = Budget(run.budget, run.prices)
     with client, JudgementCache(run.cache) as cache:
@@ -173,6 +203,8 @@ def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
                 "n_games": result.n_games,
                 "n_invalid": result.n_invalid,
                 "counts": result.counts,
+                "by_category": result.by_category,
+                "baselines": baselines,
             }
     summary.update(
         benchmark=run.benchmark,

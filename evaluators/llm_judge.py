@@ -12,7 +12,9 @@ What it guarantees
 * Judgements are cached (``JudgementCache``) by question, answer(s) and their order, reference, judge
   model, temperature and ``PROMPT_VERSION``: a second run over the same answers sends no request. Only
   readable verdicts are cached; an unreadable one is recorded as invalid (score None), left out of the
-  means and win rate, counted in ``n_invalid``, and asked again on the next run.
+  means and win rate, counted in ``n_invalid``, and asked again on the next run. Pairwise, a question
+  counts only when both its games have a verdict (as Arena-Hard-Auto's show_result.py); ``n_games`` and
+  ``counts`` are those of the counted questions, ``by_category`` their win rate per category.
 * At most ``settings.max_workers`` requests are in flight (a thread pool); results come back in question
   order whatever order the calls finish in.
 * Costs go through ``llm.cost``: ``budget.check()`` before each call (``BudgetExhausted`` cancels the
@@ -112,6 +114,7 @@ class PairwiseScore(BaseModel):
     n_games: int
     n_invalid: int
     counts: dict[str, int]
+    by_category: dict[str, float] = Field(default_factory=dict, description="Win rate per question category.")
     judge_model: str
     prompt_version: str = PROMPT_VERSION
     usd: float = 0.0
@@ -281,23 +284,32 @@ class PairwiseJudge(_Judge):
         per_question: dict[str, list[str | None]] = {}
         for game in games:
             per_question.setdefault(game.question_id, []).append(game.outcome)
-        counts = [question_counts(o, self.strong_weight) for o in per_question.values() if any(x is not None for x in o)]
+        # as Arena-Hard-Auto's show_result.py: a question counts only when both its games have a verdict
+        complete = {qid for qid, o in per_question.items() if all(x is not None for x in o)}
+        counts = [question_counts(o, self.strong_weight) for qid, o in per_question.items() if qid in complete]
+        by_category: dict[str, float] = {}
+        for category in sorted({q.category for q in questions if q.id in complete}):
+            rows = [question_counts(per_question[q.id], self.strong_weight) for q in questions
+                    if q.category == category and q.id in complete]
+            by_category[category] = win_rate(*(sum(c[i] for c in rows) for i in range(3)))
         totals = tuple(sum(c[i] for c in counts) for i in range(3)) if counts else (0.0, 0.0, 0.0)
         rate = win_rate(*totals) if counts else None
         interval = (
             bootstrap_interval(counts, rounds=self.bootstrap_rounds, seed=self.seed, confidence=self.confidence)
             if counts else None
         )
-        tally = {name: sum(1 for g in games if g.outcome == name) for name in ("strong_win", "win", "tie", "loss", "strong_loss")}
+        counted = [g for g in games if g.question_id in complete]
+        tally = {name: sum(1 for g in counted if g.outcome == name) for name in ("strong_win", "win", "tie", "loss", "strong_loss")}
         n_invalid = sum(1 for g in games if g.outcome is None)
         return PairwiseScore(
             win_rate=rate,
             interval=interval,
             confidence=self.confidence,
             n_questions=len(counts),
-            n_games=len(games) - n_invalid,
+            n_games=len(counted),
             n_invalid=n_invalid,
             counts=tally,
+            by_category=by_category,
             judge_model=self.settings.model,
             usd=usd,
             calls=calls,

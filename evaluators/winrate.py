@@ -1,5 +1,16 @@
 """Pairwise verdicts -> a win rate against a baseline, with a seeded bootstrap confidence interval.
 
+The judge's verdict label is read as Arena-Hard-Auto reads it (2025 code: lmarena/arena-hard-auto,
+gen_judgment.py ``get_score`` with ``regex_patterns`` from config/arena-hard-v2.0.yaml, scored by
+show_result.py ``load_judgments``): ``verdict_label(text)`` upper-cases the text, finds every
+``[[label]]``; only if there is none, every single-bracket ``[label]``; and takes the *last* one found
+(a judge that restates the label list and then gives its verdict is read by its verdict). Labels are
+upstream's ten: ``A>>B A>B A=B B>A B>>A`` and the mirrored ``A<<B A<B B=A B<<A B<A``, normalised to the
+first five (``A<B`` is ``B>A``). Spaces inside the brackets are not read (``[[A > B]]`` is no label,
+as upstream). One departure: where upstream's last match is not one of the ten (``[[A]]``,
+``[[A>B>A]]``), show_result.py stops with a ``KeyError``; here the verdict is None (invalid, asked again
+next run).
+
 Each question is judged twice, once with the model's answer in position A and once in position B, so a
 judge's preference for a position cancels out. A verdict is turned into the model's outcome for that
 game, and outcomes are counted with weights: a strong win (``>>``) counts ``strong_weight`` wins (3, as
@@ -8,7 +19,9 @@ Arena-Hard-Auto does), a win 1, a tie 1 tie, a loss 1, a strong loss ``strong_we
     win_rate = (wins + ties / 2) / (wins + ties + losses)
 
 which is also the Bradley-Terry probability that the model beats the baseline when these two are the
-only players.
+only players, and the mean of show_result.py's per-battle scores (``label_to_score`` with ``weight=3``).
+As there, a question counts only when both of its games have a verdict (show_result.py drops a
+question with a null game); ``llm_judge.PairwiseJudge`` applies this.
 
 The interval resamples *questions* (both games of a question travel together): with
 ``rng = numpy.random.default_rng(seed)`` it draws ``idx = rng.integers(0, n, size=(rounds, n))`` once,
@@ -17,16 +30,37 @@ computes the win rate of every row, and returns ``numpy.percentile`` (linear int
 """
 from __future__ import annotations
 
+import re
 from typing import Literal, Sequence
 
 import numpy as np
 
-__all__ = ["OUTCOMES", "bootstrap_interval", "outcome", "question_counts", "win_rate"]
+__all__ = ["LABEL_PATTERNS", "OUTCOMES", "bootstrap_interval", "outcome", "question_counts", "verdict_label", "win_rate"]
 
 Position = Literal["A", "B"]
 OUTCOMES = ("strong_win", "win", "tie", "loss", "strong_loss")
 _FROM_A = {"A>>B": "strong_win", "A>B": "win", "A=B": "tie", "B>A": "loss", "B>>A": "strong_loss"}
 _FROM_B = {"A>>B": "strong_loss", "A>B": "loss", "A=B": "tie", "B>A": "win", "B>>A": "strong_win"}
+
+#: Arena-Hard-Auto's verdict patterns, tried in this order (config/arena-hard-v2.0.yaml ``regex_patterns``).
+LABEL_PATTERNS = (re.compile(r"\[\[([AB<>=]+)\]\]"), re.compile(r"\[([AB<>=]+)\]"))
+#: The ten labels show_result.py scores, each as the verdict it means from A's side.
+_LABELS = {
+    "A>>B": "A>>B", "A>B": "A>B", "A=B": "A=B", "B>A": "B>A", "B>>A": "B>>A",
+    "B<<A": "A>>B", "B<A": "A>B", "B=A": "A=B", "A<B": "B>A", "A<<B": "B>>A",
+}
+
+
+def verdict_label(text: str | None) -> str | None:
+    """The judge's verdict in ``text`` as one of ``A>>B A>B A=B B>A B>>A``, read by Arena-Hard-Auto's rules
+    (see the module docstring: upper case, ``[[...]]`` before ``[...]``, the last label counts); None when
+    there is no label or the last one is not one of upstream's ten."""
+    upper = (text or "").upper()
+    for pattern in LABEL_PATTERNS:
+        found = [m for m in pattern.findall(upper) if m != ""]
+        if found:
+            return _LABELS.get(found[-1].strip("\n"))
+    return None
 
 
 def outcome(verdict: str | None, model_position: Position) -> str | None:
