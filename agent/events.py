@@ -5,7 +5,8 @@ Nodes call `emit(kind, **data)`. Inside a LangGraph run this goes through the gr
 sees it. The runner appends every event as one JSON line to `events.jsonl` in the run directory, which
 is how a run is watched from another process. Event kinds: run_started, run_resumed, proposal,
 check, duplicate, screen_started, evaluated, reflection, run_stopped, error, paused, resumed, and from
-the LLM proposer token (streamed text) and llm_call (usage and cost).
+the LLM proposer token (streamed text; `channel` "reasoning" or "answer"), llm_call (usage and cost),
+reasoning (a reasoning model's whole reasoning) and truncated (an answer cut off at the token limit).
 """
 from __future__ import annotations
 
