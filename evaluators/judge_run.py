@@ -17,6 +17,15 @@ What it guarantees
   summary gives the win rate over all counted questions, ``by_category`` and the ``baselines`` used.
 * Judgements go through the on-disk cache at ``cache``, so an interrupted or repeated run pays only for
   what it has not judged yet; spending is limited by ``budget`` and priced by ``prices``.
+* MT-Bench: ``judge_prompts`` (FastChat's ``judge_prompts.jsonl``) replaces the project's judge prompt by
+  FastChat's, chosen per category and turn as FastChat does; ``references`` names the reference answers
+  (FastChat's ``reference_answer/gpt-4.jsonl``) when they are not beside ``question.jsonl``. Math,
+  reasoning and coding questions left without a reference are judged without one, and the summary's
+  ``warnings`` says so and which file to pass.
+* A judge call that fails does not lose the others: the full result, with ``complete: false`` and the
+  failed questions and their errors under ``failed``, is written to ``out``, then ``JudgeIncomplete``
+  (carrying that summary) is raised naming the failed questions. Failed calls are not cached and the rest
+  are, so the same run again asks only for the failed ones.
 * The summary never contains the API key (only the name of its environment variable).
 * ``JudgeEndpoint`` is the reusable part of a run (endpoint, judge model, question files, limits) as
   configuration (the tools' ``[judge]`` settings, the search's ``[train.judge]``);
@@ -39,17 +48,28 @@ from lossforge.evaluators.answers import (
     write_answers,
 )
 from lossforge.evaluators.judge_cache import JudgementCache
-from lossforge.evaluators.judge_prompts import PROMPT_VERSION
+from lossforge.evaluators.judge_prompts import JudgePrompts, JudgePromptsError, load_judge_prompts
 from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
-from lossforge.evaluators.questions import Question, load_arena_hard, load_mt_bench
+from lossforge.evaluators.questions import Question, load_arena_hard, load_mt_bench, mt_bench_references
 from lossforge.llm.client import LLMClient
 from lossforge.llm.cost import Budget, BudgetLimits, PriceTable
 
-__all__ = ["JudgeEndpoint", "JudgeRun", "JudgeRunError", "run_judge", "normalise_benchmark"]
+__all__ = ["JudgeEndpoint", "JudgeIncomplete", "JudgeRun", "JudgeRunError", "run_judge", "normalise_benchmark"]
+
+#: Where MT-Bench's reference answers live upstream (lm-sys/FastChat, fastchat/llm_judge/data/mt_bench/).
+REFERENCE_HINT = "reference_answer/gpt-4.jsonl"
 
 
 class JudgeRunError(ValueError):
     """The inputs of a judging run cannot be used; the message says what to change."""
+
+
+class JudgeIncomplete(RuntimeError):
+    """Some judge calls failed; ``summary`` is the partial result (``failed`` lists them with their errors)."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 class JudgeRun(BaseModel):
@@ -64,6 +84,8 @@ class JudgeRun(BaseModel):
     model_path: Path | None = Field(None, description="Generate the answers with this model instead.")
     answers_out: Path | None = Field(None, description="Where generated answers are written.")
     baseline_answers: Path | None = Field(None, description="Arena-Hard: the baseline's answers.")
+    references: Path | None = Field(None, description="MT-Bench: reference answers (FastChat reference_answer/gpt-4.jsonl).")
+    judge_prompts: Path | None = Field(None, description="MT-Bench: FastChat's judge_prompts.jsonl instead of the project's prompt.")
     limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
     judge: JudgeSettings
     base_url: str = "https://api.openai.com/v1"
@@ -95,8 +117,14 @@ class JudgeEndpoint(BaseModel):
     model: str = Field(min_length=1, description="The judge model.")
     api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the key ('' or none: no key).")
     mt_bench_questions: Path | None = Field(None, description="FastChat MT-Bench question.jsonl (or its folder).")
-    arena_hard_questions: Path | None = Field(None, description="Arena-Hard question-v0.1.jsonl (or its folder).")
-    arena_hard_baseline: Path | None = Field(None, description="Arena-Hard: the baseline model's answers (jsonl).")
+    arena_hard_questions: Path | None = Field(
+        None, description="Arena-Hard-Auto version folder (question.jsonl, model_answer/) or question file.")
+    arena_hard_baseline: Path | None = Field(
+        None, description="Arena-Hard: one baseline answer file (jsonl); none: each category's upstream baseline.")
+    mt_bench_references: Path | None = Field(
+        None, description="MT-Bench reference answers (FastChat reference_answer/gpt-4.jsonl) when not beside the questions.")
+    judge_prompts: Path | None = Field(
+        None, description="MT-Bench: FastChat's judge_prompts.jsonl, for scores comparable with published MT-Bench numbers.")
     limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
     max_workers: int = Field(8, ge=1, le=256)
     timeout: float = Field(120.0, gt=0)
@@ -117,6 +145,8 @@ class JudgeEndpoint(BaseModel):
         return JudgeRun(
             benchmark=bench, questions=questions, answers=answers, model_path=model_path, answers_out=answers_out,
             baseline_answers=self.arena_hard_baseline if bench == "arena_hard" else None, limit=self.limit,
+            references=self.mt_bench_references if bench == "mt_bench" else None,
+            judge_prompts=self.judge_prompts if bench == "mt_bench" else None,
             judge=JudgeSettings(model=self.model, max_workers=self.max_workers), base_url=self.base_url,
             api_key_env=self.api_key_env or None, timeout=self.timeout, max_retries=self.max_retries,
             prices=self.prices, budget=self.budget, generation=self.generation,
@@ -127,9 +157,69 @@ class JudgeEndpoint(BaseModel):
 def _questions(run: JudgeRun) -> list[Question]:
     if (run.questions is None) == (run.hf_dataset is None):
         raise JudgeRunError("give either --questions (a local file or folder) or --hf-dataset")
-    loader = load_mt_bench if run.benchmark == "mt_bench" else load_arena_hard
-    questions = loader(run.questions) if run.questions is not None else loader(hf_dataset=run.hf_dataset)
+    if run.references is not None:
+        if run.benchmark != "mt_bench" or run.questions is None:
+            raise JudgeRunError("--references (MT-Bench reference answers) goes with --benchmark mt_bench and --questions")
+        if not run.references.expanduser().is_file():
+            raise JudgeRunError(f"reference answer file {run.references} does not exist: give FastChat's "
+                                f"{REFERENCE_HINT} (data/mt_bench/{REFERENCE_HINT} in lm-sys/FastChat)")
+    if run.benchmark == "mt_bench" and run.questions is not None:
+        questions = load_mt_bench(run.questions, references=run.references)
+    else:
+        loader = load_mt_bench if run.benchmark == "mt_bench" else load_arena_hard
+        questions = loader(run.questions) if run.questions is not None else loader(hf_dataset=run.hf_dataset)
     return questions[: run.limit] if run.limit else questions
+
+
+def _prompts(run: JudgeRun, questions: list[Question]) -> JudgePrompts | None:
+    """FastChat's judge prompts when asked for, checked against the questions before any call."""
+    if run.judge_prompts is None:
+        return None
+    if run.benchmark != "mt_bench":
+        raise JudgeRunError("--judge-prompts takes FastChat's MT-Bench judge prompts (judge_prompts.jsonl) and goes "
+                            "with --benchmark mt_bench; Arena-Hard uses its own pairwise prompt")
+    try:
+        prompts = load_judge_prompts(run.judge_prompts)
+    except JudgePromptsError as error:
+        raise JudgeRunError(str(error)) from None
+    long = [q.id for q in questions if len(q.turns) > 2]
+    if long:
+        raise JudgeRunError(f"FastChat's judge prompts grade one- and two-turn questions; {len(long)} questions have "
+                            f"more turns {long[:5]}: leave out --judge-prompts or those questions")
+    return prompts
+
+
+def _reference_warnings(run: JudgeRun, questions: list[Question]) -> list[str]:
+    """A warning when MT-Bench questions that FastChat judges against GPT-4's reference answers
+    (``NEED_REF_CATS``: math, reasoning, coding) are judged without them."""
+    if run.benchmark != "mt_bench":
+        return []
+    categories = set(run.judge.reference_categories)
+    if run.questions is not None:
+        ref_file, gpt4 = mt_bench_references(run.questions, run.references)
+        bare = [q for q in questions if q.category in categories and q.id not in gpt4]
+        where = (f"{ref_file} has no answer for them" if ref_file is not None
+                 else f"no reference answer file was found beside {run.questions}")
+    else:
+        bare = [q for q in questions if q.category in categories and not q.reference]
+        where = f"the dataset {run.hf_dataset} has none for them"
+    if not bare:
+        return []
+    kinds = ", ".join(sorted({q.category for q in bare}))
+    short = sum(1 for q in bare if q.reference)
+    how = (f"{short} of them against only the short answer in question.jsonl, {len(bare) - short} without any"
+           if short else "without any reference")
+    return [
+        f"{len(bare)} {kinds} questions ({', '.join(q.id for q in bare[:5])}{' ...' if len(bare) > 5 else ''}) are "
+        f"judged without GPT-4's reference answers ({how}), unlike MT-Bench, whose judge compares them with "
+        f"those: {where}. Pass FastChat's {REFERENCE_HINT} with --references FILE (or put it beside question.jsonl)"
+    ]
+
+
+def _failure_line(failure: Any) -> str:
+    where = (f"turn {failure.turn}" if failure.turn is not None
+             else f"model in position {failure.model_position}" if failure.model_position else "")
+    return f"question {failure.question_id}{' ' + where if where else ''}: {failure.error}"
 
 
 def _answers(run: JudgeRun, questions: list[Question]) -> dict[str, list[str]]:
@@ -162,6 +252,7 @@ def _baseline(run: JudgeRun, questions: list[Question]) -> tuple[dict[str, list[
 def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
     """Judge the answers of one model (see the module docstring); returns a JSON-ready summary."""
     questions = _questions(run)
+    prompts = _prompts(run, questions)  # a bad prompt file stops before answers are generated
     try:
         baseline, baselines = _baseline(run, questions)  # before answers are generated: a missing baseline stops first
         answers = _answers(run, questions)
@@ -179,11 +270,12 @@ def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
             problems.append(f"the baseline answers ({source}) lack {len(missing_baseline)} of {len(questions)} "
                             f"questions {missing_baseline[:5]}")
         raise JudgeRunError("; ".join(problems) + " (answers are matched by question_id or uid)")
+    warnings = _reference_warnings(run, questions)
     client = LLMClient(run.base_url, api_key_env=run.api_key_env, timeout=run.timeout, max_retries=run.max_retries)
     budget = Budget(run.budget, run.prices)
     with client, JudgementCache(run.cache) as cache:
         if run.benchmark == "mt_bench":
-            result = MTBenchJudge(client, run.judge, cache=cache, budget=budget).score(questions, answers)
+            result = MTBenchJudge(client, run.judge, cache=cache, budget=budget, prompts=prompts).score(questions, answers)
             summary: dict[str, Any] = {
                 "mean": result.mean,
                 "turn_means": result.turn_means,
@@ -209,12 +301,26 @@ def run_judge(run: JudgeRun, *, out: Path | None = None) -> dict[str, Any]:
     summary.update(
         benchmark=run.benchmark,
         judge_model=run.judge.model,
-        prompt_version=PROMPT_VERSION,
+        prompt_version=result.prompt_version,
+        judge_prompts=str(run.judge_prompts) if run.judge_prompts is not None else None,
         questions=len(questions),
         new_calls=result.calls,
         usd=round(result.usd, 6),
+        complete=not result.failed,
+        n_failed=result.n_failed,
+        failed=[f.model_dump(exclude_none=True) for f in result.failed],
+        warnings=warnings,
     )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"summary": summary, "result": result.model_dump()}, indent=2, default=str))
+    if result.failed:
+        names = "; ".join(_failure_line(f) for f in result.failed[:5]) + (" ..." if len(result.failed) > 5 else "")
+        kept = f"the partial result is in {out}" if out is not None else "the partial result is in the summary"
+        raise JudgeIncomplete(
+            f"{len(result.failed)} of {len(result.judgements if run.benchmark == 'mt_bench' else result.games)} judge "
+            f"calls failed ({names}); {kept}; the other judgements are cached, so the same run again asks only for "
+            f"the failed ones",
+            summary,
+        )
     return summary

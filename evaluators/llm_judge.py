@@ -2,7 +2,9 @@
 
 ``MTBenchJudge(client, settings).score(questions, answers)`` rates every turn of every question 1-10
 (``[[8]]``), showing reference answers for math, reasoning and coding, and returns the mean (over all
-rated turns, as MT-Bench reports it), the mean per turn and per category. ``PairwiseJudge(...).score(
+rated turns, as FastChat's ``show_result.py`` reports it: unrated turns left out), the mean per turn and
+per category. With ``prompts=load_judge_prompts(FILE)`` it sends FastChat's own MT-Bench judge prompts
+instead of the project's (``judge_prompts.JudgePrompts``). ``PairwiseJudge(...).score(
 questions, answers, baseline_answers)`` judges each question twice with the two answers swapped, and
 returns the weighted win rate against the baseline with a seeded bootstrap interval (``winrate``).
 ``answers`` map a question id to the model's answer per turn (``evaluators.answers`` writes them).
@@ -23,6 +25,12 @@ What it guarantees
   ``max_workers`` calls. ``usd`` and ``calls`` in a score are this run's new spending.
 * Every answer judged must be given: a question without an answer (or a turn) raises ``ValueError``
   before any call is made.
+* A judge call that fails (``LLMError``: an HTTP error after the SDK's retries, an unreadable body) does
+  not end the run: it is recorded on its judgement (``error``, score None) and in the score's ``failed``
+  list (question id, turn or position, the error), the others go on, and the score says how many failed
+  (``n_failed``). Failures are not cached, so the next run over the same answers asks only for them.
+  After ``settings.max_failures_in_a_row`` failures with no success between them (a wrong model name, a
+  revoked key), the calls not yet started are not made and are recorded as failed with that reason.
 
 It does not retry a judge that answered but without a verdict beyond the SDK's HTTP retries.
 """
@@ -39,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lossforge.evaluators.judge_cache import JudgementCache, judgement_key
 from lossforge.evaluators.judge_prompts import (
     PROMPT_VERSION,
+    JudgePrompts,
     pairwise_messages,
     parse_rating,
     parse_verdict,
@@ -46,10 +55,11 @@ from lossforge.evaluators.judge_prompts import (
 )
 from lossforge.evaluators.questions import NEEDS_REFERENCE, Question
 from lossforge.evaluators.winrate import bootstrap_interval, outcome, question_counts, win_rate
-from lossforge.llm.client import LLMClient
+from lossforge.llm.client import LLMClient, LLMError
 from lossforge.llm.cost import Budget
 
 __all__ = [
+    "JudgeFailure",
     "JudgeSettings",
     "MTBenchJudge",
     "MTBenchScore",
@@ -73,6 +83,16 @@ class JudgeSettings(BaseModel):
     max_workers: int = Field(8, ge=1, le=256)
     stream: bool = False
     reference_categories: list[str] = Field(default_factory=lambda: sorted(NEEDS_REFERENCE))
+    max_failures_in_a_row: int = Field(8, ge=1, description="Stop calling after this many failed calls with no success between.")
+
+
+class JudgeFailure(BaseModel):
+    """A judge call that failed: which question (and turn, or the model's position), and the error."""
+
+    question_id: str
+    turn: int | None = None
+    model_position: Literal["A", "B"] | None = None
+    error: str
 
 
 class SingleJudgement(BaseModel):
@@ -82,6 +102,7 @@ class SingleJudgement(BaseModel):
     score: float | None
     judgement: str
     cached: bool
+    error: str | None = None
 
 
 class MTBenchScore(BaseModel):
@@ -90,11 +111,13 @@ class MTBenchScore(BaseModel):
     by_category: dict[str, float]
     n: int
     n_invalid: int
+    n_failed: int = 0
     judge_model: str
     prompt_version: str = PROMPT_VERSION
     usd: float = 0.0
     calls: int = 0
     judgements: list[SingleJudgement]
+    failed: list[JudgeFailure] = Field(default_factory=list)
 
 
 class PairwiseGame(BaseModel):
@@ -104,6 +127,7 @@ class PairwiseGame(BaseModel):
     outcome: str | None
     judgement: str
     cached: bool
+    error: str | None = None
 
 
 class PairwiseScore(BaseModel):
@@ -113,6 +137,7 @@ class PairwiseScore(BaseModel):
     n_questions: int
     n_games: int
     n_invalid: int
+    n_failed: int = 0
     counts: dict[str, int]
     by_category: dict[str, float] = Field(default_factory=dict, description="Win rate per question category.")
     judge_model: str
@@ -120,6 +145,7 @@ class PairwiseScore(BaseModel):
     usd: float = 0.0
     calls: int = 0
     games: list[PairwiseGame]
+    failed: list[JudgeFailure] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,13 @@ class _Task:
     question_id: str
     messages: list[dict[str, str]]
     readable: Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    text: str
+    cached: bool
+    error: str | None = None
 
 
 class _Judge:
@@ -146,42 +179,62 @@ class _Judge:
         self.settings = settings
         self.cache = cache
         self.budget = budget or Budget()
+        self.prompt_version = PROMPT_VERSION
         self._spent_lock = threading.Lock()
 
     def _key(self, **parts: object) -> str:
         s = self.settings
-        return judgement_key(judge_model=s.model, temperature=s.temperature, prompt_version=PROMPT_VERSION, **parts)
+        return judgement_key(judge_model=s.model, temperature=s.temperature, prompt_version=self.prompt_version, **parts)
 
-    def _run(self, tasks: list[_Task]) -> tuple[list[tuple[str, bool]], float, int]:
-        """(judge text, cached) per task in order, plus this run's USD and number of calls."""
-        results: list[tuple[str, bool] | None] = [None] * len(tasks)
+    def _run(self, tasks: list[_Task]) -> tuple[list[_Outcome], float, int]:
+        """The outcome per task in order (judge text and whether cached, or the error of a failed call),
+        plus this run's USD and number of calls (failed calls count: they may be billed)."""
+        results: list[_Outcome | None] = [None] * len(tasks)
         todo: list[int] = []
         for i, task in enumerate(tasks):
             text = self.cache.get(task.key) if self.cache is not None else None
             if text is not None and task.readable(text):
-                results[i] = (text, True)
+                results[i] = _Outcome(text, True)
             else:
                 todo.append(i)
-        spent = {"usd": 0.0, "calls": 0}
+        spent: dict[str, float] = {"usd": 0.0, "calls": 0, "in_a_row": 0}
+        stopped: list[str] = []
 
         def call(i: int) -> None:
             task = tasks[i]
+            with self._spent_lock:
+                if stopped:
+                    results[i] = _Outcome("", False, stopped[0])
+                    return
             self.budget.check()
-            result = self.client.chat(
-                task.messages,
-                model=self.settings.model,
-                temperature=self.settings.temperature,
-                max_tokens=self.settings.max_tokens,
-                stream=self.settings.stream,
-            )
+            try:
+                result = self.client.chat(
+                    task.messages,
+                    model=self.settings.model,
+                    temperature=self.settings.temperature,
+                    max_tokens=self.settings.max_tokens,
+                    stream=self.settings.stream,
+                )
+            except LLMError as error:
+                message = str(error) or type(error).__name__
+                with self._spent_lock:
+                    spent["calls"] += 1
+                    spent["in_a_row"] += 1
+                    limit = self.settings.max_failures_in_a_row
+                    if spent["in_a_row"] >= limit and not stopped:
+                        stopped.append(f"not attempted: the judge stopped after {limit} failed calls in a row "
+                                       f"(the last: {message})")
+                results[i] = _Outcome("", False, message)
+                return
             usd = self.budget.charge(result.usage)
             with self._spent_lock:
                 spent["usd"] += usd
                 spent["calls"] += 1
+                spent["in_a_row"] = 0
             if self.cache is not None and task.readable(result.text):
                 self.cache.put(task.key, result.text, kind=task.kind, judge_model=self.settings.model,
-                               prompt_version=PROMPT_VERSION, question_id=task.question_id)
-            results[i] = (result.text, False)
+                               prompt_version=self.prompt_version, question_id=task.question_id)
+            results[i] = _Outcome(result.text, False)
 
         if todo:
             with ThreadPoolExecutor(max_workers=self.settings.max_workers, thread_name_prefix="judge") as pool:
@@ -193,13 +246,34 @@ class _Judge:
                         future.cancel()
                     wait(futures)
                     raise failed.exception()  # type: ignore[misc]
-        return [r for r in results if r is not None], spent["usd"], spent["calls"]
+        return [r for r in results if r is not None], spent["usd"], int(spent["calls"])
 
 
 class MTBenchJudge(_Judge):
-    """Single-answer grading of every turn (see the module docstring)."""
+    """Single-answer grading of every turn (see the module docstring).
+
+    ``prompts``: FastChat's judge prompts (``load_judge_prompts``) instead of the project's own; their
+    ``version`` replaces ``PROMPT_VERSION`` in the cache keys and in the score.
+    """
+
+    def __init__(
+        self,
+        client: LLMClient,
+        settings: JudgeSettings,
+        *,
+        cache: JudgementCache | None = None,
+        budget: Budget | None = None,
+        prompts: JudgePrompts | None = None,
+    ) -> None:
+        super().__init__(client, settings, cache=cache, budget=budget)
+        self.prompts = prompts
+        if prompts is not None:
+            self.prompt_version = prompts.version
 
     def score(self, questions: Sequence[Question], answers: Answers) -> MTBenchScore:
+        """Rate every turn of ``questions`` (answers: question id -> answer per turn); see the module
+        docstring. Raises ``ValueError`` for a missing answer or turn (before any call), ``BudgetExhausted``
+        when the budget runs out; a failed call is recorded in the score, not raised."""
         refs = set(self.settings.reference_categories)
         missing = [q.id for q in questions if len(answers.get(q.id, ())) < len(q.turns)]
         if missing:
@@ -214,14 +288,21 @@ class MTBenchJudge(_Judge):
                     protocol="single", question_id=q.id, turns=q.turns[:turn], answers=shown[:turn], turn=turn,
                     reference=q.reference[:turn] if with_ref and q.reference else None,
                 )
-                messages = single_messages(q, shown, turn, with_reference=with_ref)
+                if self.prompts is not None:
+                    messages = self.prompts.single_messages(q, shown, turn, with_reference=with_ref)
+                else:
+                    messages = single_messages(q, shown, turn, with_reference=with_ref)
                 tasks.append(_Task(key, "single", q.id, messages, lambda t: parse_rating(t) is not None))
                 meta.append((q, turn))
-        texts, usd, calls = self._run(tasks)
+        outcomes, usd, calls = self._run(tasks)
         judgements = [
-            SingleJudgement(question_id=q.id, category=q.category, turn=turn, score=parse_rating(text), judgement=text, cached=cached)
-            for (q, turn), (text, cached) in zip(meta, texts)
+            SingleJudgement(question_id=q.id, category=q.category, turn=turn,
+                            score=None if o.error is not None else parse_rating(o.text),
+                            judgement=o.text, cached=o.cached, error=o.error)
+            for (q, turn), o in zip(meta, outcomes)
         ]
+        failed = [JudgeFailure(question_id=j.question_id, turn=j.turn, error=j.error)
+                  for j in judgements if j.error is not None]
         valid = [j for j in judgements if j.score is not None]
         by_turn: dict[int, list[float]] = {}
         by_category: dict[str, list[float]] = {}
@@ -233,11 +314,14 @@ class MTBenchJudge(_Judge):
             turn_means={t: fmean(v) for t, v in sorted(by_turn.items())},
             by_category={c: fmean(v) for c, v in sorted(by_category.items())},
             n=len(valid),
-            n_invalid=len(judgements) - len(valid),
+            n_invalid=len(judgements) - len(valid) - len(failed),
+            n_failed=len(failed),
             judge_model=self.settings.model,
+            prompt_version=self.prompt_version,
             usd=usd,
             calls=calls,
             judgements=judgements,
+            failed=failed,
         )
 
 
@@ -275,12 +359,15 @@ class PairwiseJudge(_Judge):
                 key = self._key(protocol="pairwise", question_id=q.id, prompt=q.turns[0], answer_a=a, answer_b=b)
                 tasks.append(_Task(key, "pairwise", q.id, pairwise_messages(q, a, b), lambda t: parse_verdict(t) is not None))
                 meta.append((q, position))  # type: ignore[arg-type]
-        texts, usd, calls = self._run(tasks)
+        outcomes, usd, calls = self._run(tasks)
         games: list[PairwiseGame] = []
-        for (q, position), (text, cached) in zip(meta, texts):
-            verdict = parse_verdict(text)
+        for (q, position), o in zip(meta, outcomes):
+            verdict = parse_verdict(o.text) if o.error is None else None
             games.append(PairwiseGame(question_id=q.id, model_position=position, verdict=verdict,
-                                      outcome=outcome(verdict, position), judgement=text, cached=cached))
+                                      outcome=outcome(verdict, position), judgement=o.text, cached=o.cached,
+                                      error=o.error))
+        failed = [JudgeFailure(question_id=g.question_id, model_position=g.model_position, error=g.error)
+                  for g in games if g.error is not None]
         per_question: dict[str, list[str | None]] = {}
         for game in games:
             per_question.setdefault(game.question_id, []).append(game.outcome)
@@ -300,7 +387,7 @@ class PairwiseJudge(_Judge):
         )
         counted = [g for g in games if g.question_id in complete]
         tally = {name: sum(1 for g in counted if g.outcome == name) for name in ("strong_win", "win", "tie", "loss", "strong_loss")}
-        n_invalid = sum(1 for g in games if g.outcome is None)
+        n_invalid = sum(1 for g in games if g.outcome is None and g.error is None)
         return PairwiseScore(
             win_rate=rate,
             interval=interval,
@@ -308,10 +395,12 @@ class PairwiseJudge(_Judge):
             n_questions=len(counts),
             n_games=len(counted),
             n_invalid=n_invalid,
+            n_failed=len(failed),
             counts=tally,
             by_category=by_category,
             judge_model=self.settings.model,
             usd=usd,
             calls=calls,
             games=games,
+            failed=failed,
         )
