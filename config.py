@@ -35,6 +35,20 @@ class SearchConfig(_Strict):
         50, ge=1, description="Give up if this many proposals in a row are rejected or duplicates."
     )
     dedup: bool = Field(True, description="Reject candidates that behave like one already in the archive.")
+    seed_losses: list[Path] = Field(
+        default_factory=list,
+        description="Loss files proposed first, in order, before the proposer's own (see `lossforge import`): "
+                    "candidates or any form `lossforge import` brings in (each importable loss of a file).",
+    )
+
+    @model_validator(mode="after")
+    def _seed_losses_import(self) -> "SearchConfig":
+        from lossforge.sandbox.importer import seed_problems  # ast only: no torch
+
+        problems = seed_problems(self.seed_losses)
+        if problems:
+            raise ValueError("search.seed_losses: " + "; ".join(problems))
+        return self
 
 
 class EvolutionConfig(_Strict):

@@ -9,11 +9,19 @@ LLM_BUDGET_META = "llm_budget"
 
 
 def make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Proposer, str]:
-    """The configured proposer and its name (as recorded in the archive).
+    """The configured proposer and its name (as recorded in the archive); with ``[search] seed_losses``,
+    wrapped so that those losses are proposed first (``lossforge.agent.seeding``).
 
     With an archive, the LLM proposer's budget is loaded from and saved to its meta table, so spending
     adds up across invocations of the same run directory.
     """
+    from lossforge.agent.seeding import seeded
+
+    proposer, name = _make_proposer(config, archive)
+    return seeded(proposer, config.search.seed_losses), name
+
+
+def _make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Proposer, str]:
     from lossforge.agent.evolution import EvolutionaryProposer, RandomSearchProposer
 
     kind = config.proposer.kind

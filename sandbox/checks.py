@@ -55,6 +55,7 @@ What it does not guarantee
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import traceback
 import warnings
@@ -551,25 +552,40 @@ def _policy_failure(v: PolicyViolation, seconds: float) -> CheckResult:
                        seconds=seconds)
 
 
-def _watched(fn: Callable[..., Any], sink: list[warnings.WarningMessage]) -> Callable[..., Any]:
-    """``fn`` that records the warnings raised while it runs into ``sink``: the loss's own warnings,
-    told apart from those of the harness around it (e.g. torch's "Converting a tensor with
-    requires_grad=True to a scalar" when a check reads a value)."""
+def _candidate_frame_line() -> int | None:
+    """The line of the innermost candidate frame on the current stack (a warning raised inside torch or a
+    RestrictedPython guard is attributed to the candidate line that called it)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == CANDIDATE_FILENAME:
+            return frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def _watched(fn: Callable[..., Any], sink: list[tuple[str, str, int | None]]) -> Callable[..., Any]:
+    """``fn`` that records the warnings raised while it runs into ``sink`` as (category, message, candidate
+    line): the loss's own warnings, told apart from those of the harness around it (e.g. torch's
+    "Converting a tensor with requires_grad=True to a scalar" when a check reads a value)."""
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        where = lineno if filename == CANDIDATE_FILENAME else _candidate_frame_line()
+        sink.append((category.__name__, str(message), where))
 
     def call(*args: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
-            try:
-                return fn(*args)
-            finally:
-                sink.extend(caught)
+            warnings.showwarning = show
+            return fn(*args)
 
     return call
 
 
-def _warning_text(w: warnings.WarningMessage) -> str:
-    where = f" (line {w.lineno})" if w.filename == CANDIDATE_FILENAME else ""
-    return f"{w.category.__name__}{where}: {str(w.message)[:200]}"
+def _warning_text(w: tuple[str, str, int | None]) -> str:
+    category, message, line = w
+    where = f" (line {line})" if line is not None else ""
+    return f"{category}{where}: {message[:200]}"
 
 
 def check_function(fn: Callable[..., Any], beta: float = 0.1, *, name: str | None = None,
@@ -584,7 +600,7 @@ def check_function(fn: Callable[..., Any], beta: float = 0.1, *, name: str | Non
     report = CheckReport(passed=False, function_name=name)
     props: dict[str, Any] = {}
     caught: list[str] = []
-    seen: list[warnings.WarningMessage] = []
+    seen: list[tuple[str, str, int | None]] = []
     fn = _watched(fn, seen)
     with warnings.catch_warnings(), torch.enable_grad(), single_threaded():
         warnings.simplefilter("ignore")  # the harness's own warnings; the loss's are recorded by _watched

@@ -79,6 +79,8 @@ __all__ = [
     "import_file",
     "import_hint",
     "parse_settings",
+    "seed_candidates",
+    "seed_problems",
 ]
 
 #: The candidate's parameters, in order (the same as ``lossforge.sandbox.policy.PARAMETERS``).
@@ -962,3 +964,34 @@ def import_hint(source: str) -> str | None:
     what = ", ".join(losses[:4]) + (f" and {len(losses) - 4} more" if len(losses) > 4 else "")
     return (f"this file holds loss code in another form ({what}): bring it into the candidate form with "
             "`lossforge import FILE -o OUT.py` (it says what it changes), then check OUT.py.")
+
+
+def seed_candidates(paths: list[Path]) -> list[ImportedLoss]:
+    """Every loss of each file in ``paths`` in the candidate form, in order (``[search] seed_losses``).
+    Raises ``ImportError_`` naming the file and the reason when one cannot be read, has nothing to import,
+    or has a loss that is refused."""
+    seeds: list[ImportedLoss] = []
+    for path in paths:
+        result = import_file(path)
+        if result.refused:
+            qualname, why = result.refused[0]
+            raise ImportError_(f"{path}: {why} (pick the loss functions into a file of their own, or check the file "
+                               "with `lossforge import`)")
+        if not result.imported:  # pragma: no cover - import_file raises when there is nothing to import
+            raise ImportError_(f"{path}: no loss to import")
+        seeds.extend(result.imported)
+    return seeds
+
+
+def seed_problems(paths: list[Path]) -> list[str]:
+    """What is wrong with the seed files in ``paths`` (empty when every one imports), for the config check."""
+    problems = []
+    for path in paths:
+        if not Path(path).is_file():
+            problems.append(f"{path} is not a file (relative paths are relative to the working directory)")
+            continue
+        try:
+            seed_candidates([Path(path)])
+        except ImportError_ as error:
+            problems.append(str(error))
+    return problems

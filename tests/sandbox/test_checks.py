@@ -129,3 +129,58 @@ def test_bfloat16_precision_is_reported_not_judged() -> None:
     report = run_checks(DPO)
     assert report.properties["dtypes"] == {"float64": "float64", "bfloat16": "bfloat16"}
     assert report.properties["bfloat16_max_abs_error"] >= 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The range training reaches, and messages that name the mistake
+# --------------------------------------------------------------------------------------------------
+
+CELL_AS_PUBLISHED = loss("return 0.5 * torch.exp(-rho) + 0.5 * -F.logsigmoid(rho)", name="cell")
+
+
+def test_a_published_exp_loss_passes_with_a_warning_beyond_the_training_range() -> None:
+    """CELL in the paper's formula (exp unclamped) overflows only at beta*margin = -100 and -1000."""
+    from lossforge.sandbox.checks import TRAINING_MARGIN_LIMIT
+
+    report = run_checks(CELL_AS_PUBLISHED)
+    assert report.passed, report.summary()
+    assert TRAINING_MARGIN_LIMIT == 50.0
+    beyond = report.properties["beyond_training_range"]
+    assert len(beyond) == 2 and "= -100: the loss is 4 inf of 4" in beyond[0] and "= -1000" in beyond[1]
+    extreme = next(c for c in report.checks if c.name == "extreme_margins")
+    assert "margins +50, -50, +0" in extreme.evidence and "|beta*margin| <= 50" in extreme.evidence
+    assert "Training stays finite" in extreme.evidence and "degenerate" in extreme.evidence
+    assert "warnings" not in report.properties  # the harness's own warnings are not the loss's
+
+
+def test_large_beta_keeps_random_inputs_within_the_training_range() -> None:
+    report = run_checks(CELL_AS_PUBLISHED, beta=2.0)
+    assert report.passed, report.summary()
+    finite = next(c for c in report.checks if c.name == "finite")
+    assert finite.evidence.startswith("64 random pairs")
+    # at beta 2 the random log-probs lie in [-13.5, -1], so |beta * margin| <= 50
+    broken = run_checks(loss("return torch.exp(-2.0 * rho)"), beta=2.0)
+    assert broken.failed_check == "extreme_margins" and "within the range training reaches" in broken.checks[-1].evidence
+
+
+def test_a_misspelt_function_names_the_missing_attribute() -> None:
+    report = run_checks(loss("return -F.logsigmod(rho)"))
+    assert report.failed_check == "shape"
+    evidence = report.checks[-1].evidence
+    assert "AttributeError at line 7: torch.nn.functional has no attribute 'logsigmod' (did you mean 'logsigmoid'" \
+        in evidence, evidence
+    assert "NoneType" not in evidence
+    method = run_checks(loss("return F.softplus(-rho).expp()"))
+    assert "a Tensor object has no attribute 'expp' (did you mean 'exp'" in method.checks[-1].evidence
+
+
+def test_harness_warnings_are_not_the_losss_but_the_losss_own_are_reported() -> None:
+    # fails at -50 inside the range: the harness reads values of tensors that require grad to describe
+    # the failure (torch: "Converting a tensor with requires_grad=True to a scalar ..."): not reported
+    failing = run_checks(loss("return torch.exp(-2.0 * rho)"))
+    assert failing.failed_check == "extreme_margins"
+    assert "warnings" not in failing.properties
+    # a warning the loss raises itself is reported, with its line
+    own = run_checks(loss("w = torch.ones(2, 2).T.sum()\nreturn -F.logsigmoid(rho) + 0.0 * w + 0.0 * rho.T.sum()"))
+    assert own.passed, own.summary()
+    assert any(w.startswith("UserWarning (line 8):") and ".T" in w for w in own.properties["warnings"]), own.properties

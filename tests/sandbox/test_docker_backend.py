@@ -33,7 +33,7 @@ def loss(body: str) -> str:
 
 
 BROKEN = [
-    (loss("return torch.exp(-rho)"), "extreme_margins"),
+    (loss("return torch.exp(-2.0 * rho)"), "extreme_margins"),  # inf at rho = -50
     (loss("return -F.logsigmoid(rho).mean()"), "shape"),
     (loss("return torch.zeros_like(rho)"), "gradient"),
     (loss("return F.softplus(rho)"), "prefers_chosen"),

@@ -223,3 +223,18 @@ def test_locals_may_shadow_refused_names() -> None:
     code = fn_src("signal = policy_chosen_logps - policy_rejected_logps\ncode = beta * signal\nreturn -F.logsigmoid(code)")
     x = torch.linspace(-5.0, -1.0, 4)
     assert load_candidate(code).fn(x, x - 1.0, x, x, 0.1).shape == (4,)
+
+
+def test_a_missing_attribute_is_named_with_the_closest_names() -> None:
+    """RestrictedPython's safer_getattr returns None for a missing attribute; the guard raises instead."""
+    import math
+
+    import torch.nn.functional as F
+
+    with pytest.raises(AttributeError) as info:
+        _guarded_getattr(F, "logsigmod")
+    assert str(info.value) == "torch.nn.functional has no attribute 'logsigmod' (did you mean 'logsigmoid' or 'sigmoid'?)"
+    with pytest.raises(AttributeError, match=r"torch has no attribute 'sigmod' \(did you mean 'sigmoid'"):
+        _guarded_getattr(torch, "sigmod")
+    with pytest.raises(AttributeError, match=r"^math has no attribute 'qwerty'$"):
+        _guarded_getattr(math, "qwerty")
