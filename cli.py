@@ -424,12 +424,18 @@ def judge(
     max_usd: Optional[float] = typer.Option(None, "--max-usd", help="Stop before spending more than this (needs the prices)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N questions (a smoke run)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap interval."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write every judgement and the score as JSON here."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write every judgement and the score as JSON here (also a partial result when judge calls failed)."),
+    judge_prompts: Optional[Path] = typer.Option(None, "--judge-prompts", help="mt_bench: FastChat's judge_prompts.jsonl (single-v1, single-math-v1 and their multi-turn forms, picked by category and turn as FastChat does), for scores comparable with published MT-Bench numbers. Default: the project's own judge prompt."),
+    references: Optional[Path] = typer.Option(None, "--references", help="mt_bench: the reference answers for math, reasoning and coding (FastChat's reference_answer/gpt-4.jsonl), when they are not beside question.jsonl."),
 ) -> None:
-    """Judge a model's answers with an LLM judge: MT-Bench (1-10) or Arena-Hard (win rate vs a baseline)."""
+    """Judge a model's answers with an LLM judge: MT-Bench (1-10) or Arena-Hard (win rate vs a baseline).
+
+    Exit 0 when every question was judged; 1 when judge calls failed (the partial result is printed and
+    written to --out, the failed questions are named, and running the same command again asks only for
+    them) or the budget ran out; 2 on a usage error."""
     from pydantic import ValidationError
 
-    from lossforge.evaluators.judge_run import JudgeRun, JudgeRunError, run_judge
+    from lossforge.evaluators.judge_run import JudgeIncomplete, JudgeRun, JudgeRunError, run_judge
     from lossforge.evaluators.llm_judge import JudgeSettings
     from lossforge.evaluators.questions import QuestionError
     from lossforge.llm.client import LLMError
@@ -447,8 +453,14 @@ def judge(
             answers_out=answers_out, baseline_answers=baseline, limit=limit,
             judge=JudgeSettings(model=judge_model, max_workers=workers), base_url=base_url,
             api_key_env=api_key_env or None, prices=prices, budget={"max_usd": max_usd}, cache=cache, seed=seed,
+            judge_prompts=judge_prompts, references=references,
         )
         summary = run_judge(request, out=out)
+    except JudgeIncomplete as error:
+        _print_json(error.summary)
+        for warning in error.summary.get("warnings", []):
+            err.print(f"warning: {warning}", style="yellow", markup=False)
+        _fail(str(error), code=1)
     except ValidationError as error:
         _fail(str(error))
     except (JudgeRunError, QuestionError, PriceError) as error:
@@ -457,6 +469,8 @@ def judge(
         _fail(f"{error}; finished judgements are cached, so a rerun with a larger --max-usd continues", code=1)
     except LLMError as error:
         _fail(str(error), code=1)
+    for warning in summary.get("warnings", []):
+        err.print(f"warning: {warning}", style="yellow", markup=False)
     _print_json(summary)
 
 
