@@ -6,23 +6,28 @@ option, bad config, missing file) with a message saying what was wrong; 3 the ru
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lossforge.config import ConfigError, RunConfig, load_config
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Discover preference-optimisation losses.")
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print JSON.")
+# rich_markup_mode=None: help texts are printed as written. With rich markup, bracketed words such as
+# "[job]" or "[proxy.*]" are read as style tags and vanish from --help (tests/test_cli.py walks every command).
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help="Discover preference-optimisation losses.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Benchmarks that print JSON.")
 app.add_typer(bench_app, name="bench")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "[proposer]" in a message is text, not a style
     raise typer.Exit(code)
 
 
@@ -48,20 +53,20 @@ def _progress_printer(target_note: dict[str, Any]):
             verb = "resuming" if kind == "run_resumed" else "starting"
             err.print(f"[bold]{verb}[/]: {event['evaluated']} evaluated so far, target {event.get('target')}")
         elif kind == "check" and not event["passed"]:
-            err.print(f"  [yellow]rejected[/] #{event['candidate_id']} {event['name']}: {event['summary'][:160]}")
+            err.print(f"  [yellow]rejected[/] #{event['candidate_id']} {escape(event['name'])}: {escape(event['summary'][:160])}")
         elif kind == "duplicate":
-            err.print(f"  [dim]duplicate[/] #{event['candidate_id']} {event['name']} behaves like #{event['duplicate_of']}")
+            err.print(f"  [dim]duplicate[/] #{event['candidate_id']} {escape(event['name'])} behaves like #{event['duplicate_of']}")
         elif kind == "evaluated":
             fitness = event.get("fitness")
-            shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event['status']}[/] {event.get('error')}"
-            err.print(f"[{event['evaluated']:>4}/{target_note.get('target')}] #{event['candidate_id']} {event['name']}: {shown}")
+            shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event['status']}[/] {escape(str(event.get('error')))}"
+            err.print(f"[{event['evaluated']:>4}/{target_note.get('target')}] #{event['candidate_id']} {escape(event['name'])}: {shown}")
         elif kind == "error":
-            err.print(f"  [red]error[/] {event.get('message')}")
+            err.print(f"  [red]error[/] {escape(str(event.get('message')))}")
         elif kind == "run_stopped":
             best = event.get("best") or {}
             err.print(
                 f"[bold]stopped[/] ({event.get('stop_reason')}): {event['evaluated']} evaluated; "
-                f"best #{best.get('id')} {best.get('name')} fitness {best.get('fitness')}"
+                f"best #{best.get('id')} {escape(str(best.get('name')))} fitness {best.get('fitness')}"
             )
 
     return on_event
@@ -74,25 +79,46 @@ def run(
     generations: Optional[int] = typer.Option(None, "--generations", help="Evaluated candidates to add."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the proposer and the proxy world."),
     proposer: Optional[str] = typer.Option(None, "--proposer", help="evolution (default), random or llm."),
+    model: Optional[list[str]] = typer.Option(
+        None, "--model", metavar="MODEL", help="--proposer llm: the chat model (repeat for an equal-weight ensemble); replaces [proposer.llm] models."),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", metavar="URL", help="--proposer llm: any OpenAI-compatible endpoint (default https://api.openai.com/v1)."),
+    api_key_env: Optional[str] = typer.Option(
+        None, "--api-key-env", metavar="NAME", help="--proposer llm: environment variable holding the API key (default OPENAI_API_KEY; '' for a server without a key)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much wall time."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Write every event to stdout as a JSON line."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
 ) -> None:
-    """Run (or resume) a discovery search on the CPU proxy. Headless; safe to run from cron."""
+    """Run (or resume) a discovery search on the CPU proxy. Headless; safe to run from cron.
+
+    With an LLM and no config file: --proposer llm --model M --base-url URL [--api-key-env NAME]."""
     from lossforge.agent.lock import RunDirectoryBusy
     from lossforge.agent.runner import ConfigMismatch, run_search
 
-    settings = _config(
-        config,
-        {
-            "search.generations": generations,
-            "search.seed": seed,
-            "proposer.kind": proposer,
-            "search.max_minutes": max_minutes,
-            "cache_dir": str(cache_dir) if cache_dir else None,
-        },
-    )
+    overrides: dict[str, Any] = {
+        "search.generations": generations,
+        "search.seed": seed,
+        "proposer.kind": proposer,
+        "search.max_minutes": max_minutes,
+        "cache_dir": str(cache_dir) if cache_dir else None,
+        "proposer.llm.base_url": base_url,
+        "proposer.llm.api_key_env": api_key_env,
+    }
+    settings = _config(config, overrides)
+    if model or base_url is not None or api_key_env is not None:
+        if settings.proposer.kind != "llm":
+            _fail("--model, --base-url and --api-key-env set up the LLM proposer, which this run does not use: "
+                  "add --proposer llm (or kind = \"llm\" under [proposer] in the config)")
+        if model:  # a model the config already describes keeps its weight, temperature and max_tokens
+            known = {m.name: m.model_dump() for m in settings.proposer.llm.models}
+            overrides["proposer.llm.models"] = [known.get(name, {"name": name}) for name in dict.fromkeys(model)]
+            settings = _config(config, overrides)
+    llm = settings.proposer.llm
+    if settings.proposer.kind == "llm" and llm.api_key_env and not os.environ.get(llm.api_key_env):
+        _fail(f"--proposer llm reads the API key from the environment variable {llm.api_key_env}, which is not set: "
+              "export your key there, name another variable with --api-key-env NAME, or give --api-key-env '' "
+              "for a local server that needs no key")
     try:
         summary = run_search(
             run_dir,
@@ -152,7 +178,7 @@ def status(
         table.add_column(column)
     for c in candidates:
         note = c.failed_check or (f"dup of #{c.duplicate_of}" if c.duplicate_of else "") or (c.error or "")
-        table.add_row(str(c.id), str(c.generation or ""), c.name, c.status, "" if c.fitness is None else f"{c.fitness:.4f}", note[:40])
+        table.add_row(str(c.id), str(c.generation or ""), escape(c.name), c.status, "" if c.fitness is None else f"{c.fitness:.4f}", escape(note[:40]))
     Console().print(table)
 
 
@@ -160,9 +186,13 @@ def status(
 def check(
     file: Path = typer.Argument(..., help="A Python file defining one loss function."),
     as_json: bool = typer.Option(False, "--json", help="Print the check report as JSON."),
-    beta: float = typer.Option(0.1, "--beta", help="beta passed to the loss."),
+    beta: float = typer.Option(0.1, "--beta", help="beta passed to the loss, in (0, 10]."),
 ) -> None:
     """Run the unit checks on one loss file. Exit 0 if it passes, 1 if rejected, 2 on a usage error."""
+    if not 0 < beta <= 10:  # also refuses nan
+        _fail(f"--beta must be in (0, 10], not {beta}: beta is DPO's inverse temperature, the scale of the "
+              "policy/reference log-ratio margin (0 makes every loss flat, a negative beta reverses chosen and "
+              "rejected); typical values are 0.05 to 0.5, e.g. --beta 0.1")
     if not file.is_file():
         _fail(f"{file} is not a file: give the path of a Python file that defines one loss function")
     from lossforge.sandbox.process import ProcessSandbox
@@ -176,9 +206,9 @@ def check(
         _print_json(report.model_dump())
     else:
         colour = "green" if report.passed else "red"
-        Console().print(f"[{colour}]{'PASS' if report.passed else 'REJECTED'}[/] {file}: {report.summary()}")
+        Console().print(f"[{colour}]{'PASS' if report.passed else 'REJECTED'}[/] {escape(str(file))}: {escape(report.summary())}")
         for c in report.checks:
-            Console().print(f"  {'ok ' if c.passed else 'FAIL'} {c.name} {c.evidence if not c.passed else ''}")
+            Console().print(f"  {'ok ' if c.passed else 'FAIL'} {c.name} {escape(c.evidence) if not c.passed else ''}")
     raise typer.Exit(0 if report.passed else 1)
 
 
@@ -285,7 +315,8 @@ def tui(
     try:
         from lossforge.tui.app import LossforgeApp
     except ImportError as error:
-        _fail(f"the TUI needs the 'tui' extra: ./scripts/setup.sh tui ({error})")
+        _fail(f"the TUI needs textual and textual-plotext, base dependencies of lossforge that this environment lacks "
+              f"({error}): run ./scripts/setup.sh again (or pip install -e . in your environment)")
     if attach is not None:
         if not (attach / "archive.sqlite").exists() and not (attach / "events.jsonl").exists():
             _fail(f"nothing to attach to in {attach}: no archive.sqlite or events.jsonl")
@@ -324,6 +355,12 @@ def train(
     config: Path = typer.Option(..., "--config", help="Job TOML: JobConfig keys, at the top level or under [job]."),
 ) -> None:
     """DPO-train a model with a candidate loss (TRL) and print the job's result as JSON."""
+    import importlib.util
+
+    missing = [name for name in ("trl", "accelerate", "datasets") if importlib.util.find_spec(name) is None]
+    if missing:  # checked up front: trl is imported only once the job runs
+        _fail(f"training needs the 'gpu' extra (trl, accelerate, datasets; missing: {', '.join(missing)}): "
+              "./scripts/setup.sh gpu")
     try:
         from lossforge.trainer.bench_train import train_command
     except ImportError as error:

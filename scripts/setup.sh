@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up lossforge in ./.venv: create it if missing, install the CPU torch wheel first when no torch is
 # present (a bare `torch` requirement would pull a multi-GB CUDA build), then the package itself,
-# editable, with the extras given as the first argument (e.g. `dev`, `gpu,tui`). Idempotent.
+# editable, with the extras given as the first argument (e.g. `dev`, `gpu,mcp`; the TUI and the OpenAI
+# client are in the base install). Idempotent.
 # Users with a GPU: install the torch build you want into .venv first (or set LOSSFORGE_TORCH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,3 +15,6 @@ fi
 extras=${1:-}
 pip install -e ".${extras:+[$extras]}"
 .venv/bin/python -c "import lossforge.cli" || { echo "setup failed: lossforge does not import" >&2; exit 1; }
+# what the README shows right after set-up: `lossforge tui` and `--proposer llm` (base dependencies)
+.venv/bin/python -c "import lossforge.tui.app, lossforge.llm.client, openai" \
+  || { echo "setup failed: the TUI or the OpenAI client does not import (see the error above)" >&2; exit 1; }

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,8 +18,9 @@ from lossforge.trainer.losses import LIBRARY, library_code
 from tests.conftest import tiny_config_toml
 
 
-def lossforge(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lossforge.cli", *args], capture_output=True, text=True, timeout=timeout)
+def lossforge(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lossforge.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
 NAN_AT_LARGE_MARGINS = """
@@ -24,7 +28,7 @@ import torch
 
 def explodes(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
     rho = beta * ((policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps))
-    return torch.exp(-rho) * torch.sigmoid(rho)
+    return torch.exp(-2.0 * rho) * torch.sigmoid(rho)  # inf at rho = -50, within the range training reaches
 """
 
 
@@ -143,3 +147,201 @@ def test_bench_proxy_prints_json(tmp_path, cache_dir) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["candidate_seconds"] > 0 and data["deterministic"] and set(LIBRARY) >= {data["loss"]}
+
+
+# --- check --beta: a usage error outside (0, 10] ---------------------------------------------------------
+
+@pytest.mark.parametrize("beta", ["0", "-0.1", "nan", "11"])
+def test_check_refuses_a_beta_outside_0_10_as_a_usage_error(tmp_path, beta) -> None:
+    path = tmp_path / "dpo.py"
+    path.write_text(library_code("dpo"))
+    done = lossforge("check", str(path), f"--beta={beta}", "--json")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--beta must be in (0, 10]" in done.stderr and "inverse temperature" in done.stderr
+    assert done.stdout == ""  # no report: the loss is not blamed
+
+
+def test_check_accepts_the_upper_end_of_beta(tmp_path) -> None:
+    path = tmp_path / "dpo.py"
+    path.write_text(library_code("dpo"))
+    done = lossforge("check", str(path), "--beta", "10", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["passed"]
+
+
+# --- --help keeps every bracketed word ---------------------------------------------------------------------
+
+BRACKETED = re.compile(r"\[[^\[\]]*\]")
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Every command under a (typer-built) click command, with its path of names; groups included."""
+    found = [(path, command)]
+    if hasattr(command, "commands"):  # a group (typer ships its own click, so no isinstance check)
+        for name, sub in sorted(command.commands.items()):
+            found += _commands(sub, (*path, name))
+    return found
+
+
+def test_every_help_text_keeps_its_bracketed_words() -> None:
+    """Rich markup read "[job]" or "[proxy.*]" as style tags and dropped them ("under ." for "under [job]")."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from lossforge.cli import app
+
+    runner = CliRunner()
+    checked: dict[str, list[str]] = {}
+    for path, command in _commands(get_command(app)):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        wanted = [m for text in texts for m in BRACKETED.findall(text)]
+        done = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert done.exit_code == 0, (path, done.output)
+        shown = "".join(done.output.split())  # wrapping may break a bracketed phrase across lines
+        for phrase in wanted:
+            assert "".join(phrase.split()) in shown, (path, phrase, done.output)
+        checked[" ".join(path) or "lossforge"] = wanted
+    assert {"run", "train", "mcp", "leaderboard", "bench proxy", "bench discovery", "check"} <= set(checked)
+    assert "[job]" in checked["train"] and "[proxy.*]" in checked["mcp"] and "[proxy]" in checked["leaderboard"]
+    assert sum(len(v) for v in checked.values()) >= 6
+
+
+def test_train_help_as_a_user_sees_it() -> None:
+    done = lossforge("train", "--help")
+    assert done.returncode == 0 and "under [job]" in " ".join(done.stdout.split())
+
+
+def test_error_messages_keep_bracketed_words(tmp_path) -> None:
+    done = lossforge("run", "--run-dir", str(tmp_path / "run"), "--model", "m")
+    assert done.returncode == 2 and "under [proposer]" in done.stderr
+
+
+# --- the light dependencies: the README's tour right after ./scripts/setup.sh (no extras) ------------------
+
+#: Modules only the extras bring (gpu, ray, slurm, docker, mcp); a base install has none of them.
+EXTRAS_ONLY = ("trl", "accelerate", "datasets", "peft", "ray", "submitit", "docker", "mcp")
+
+
+def lossforge_without(blocked: tuple[str, ...], *args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`lossforge ARGS` in an interpreter where the `blocked` modules cannot be imported, as in an
+    environment that never installed them (`sys.modules[name] = None`: import fails, find_spec says None)."""
+    code = ("import sys\nfor name in %r:\n    sys.modules[name] = None\n"
+            "sys.argv = ['lossforge', *sys.argv[1:]]\nfrom lossforge.cli import main\nmain()\n") % (blocked,)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_the_base_install_holds_the_tui_and_the_openai_client_and_keeps_gpu_ray_docker_as_extras() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    base = {Requirement(r).name for r in project["dependencies"]}
+    assert {"openai", "textual", "textual-plotext"} <= base
+    extras = project["optional-dependencies"]
+    assert {Requirement(r).name for r in extras["gpu"]} >= {"trl", "accelerate", "datasets"}
+    assert {Requirement(r).name for r in extras["ray"]} == {"ray"} and {Requirement(r).name for r in extras["docker"]} == {"docker"}
+    assert not base & {"trl", "ray", "docker", "accelerate", "datasets", "mcp"}
+
+
+def test_tui_loads_without_any_extra() -> None:
+    done = lossforge_without(EXTRAS_ONLY, "tui", "--help")
+    assert done.returncode == 0 and "--attach" in done.stdout, done.stderr
+    imported = subprocess.run(
+        [sys.executable, "-c", "import sys\nfor n in %r: sys.modules[n] = None\n"
+         "from lossforge.tui.app import LossforgeApp\nfrom lossforge.llm.client import LLMClient\n"
+         "LLMClient('http://127.0.0.1:9/v1', api_key_env=None)\nprint('ok')" % (EXTRAS_ONLY,)],
+        capture_output=True, text=True, timeout=120)
+    assert imported.stdout.strip() == "ok", imported.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("blocked", "args", "message"), [
+    (("textual",), ("tui", "--attach", "."), "the TUI needs textual and textual-plotext, base dependencies"),
+    (("mcp",), ("mcp",), "the MCP server needs the 'mcp' extra: ./scripts/setup.sh mcp"),
+    (("trl",), ("train", "--loss", "x.py", "--config", "job.toml"), "training needs the 'gpu' extra"),
+])
+def test_a_missing_dependency_says_how_to_get_it(blocked, args, message) -> None:
+    done = lossforge_without(blocked, *args)
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+
+
+# --- run --proposer llm from flags alone -------------------------------------------------------------------
+
+KEY_ENV = "LOSSFORGE_CLI_TEST_KEY"
+KEY = "sk-cli-test-3141"
+
+
+def _answer(name: str, code: str) -> dict:
+    return {"text": json.dumps({"thought": "a smoother DPO", "name": name, "code": code})}
+
+
+def test_run_with_an_llm_from_flags_alone(tmp_path, cache_dir) -> None:
+    """`--proposer llm --model --base-url --api-key-env`: no [proposer.llm] anywhere (the TOML holds only the
+    tiny proxy), in an interpreter without any extra, against the fake OpenAI server."""
+    from lossforge.agent.archive import Archive
+    from lossforge.llm.fake_server import FakeServer
+    from tests.support import SIGMOID_CODE
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_config_toml(cache_dir, generations=1))
+    assert "proposer" not in config.read_text()
+    run_dir = tmp_path / "run"
+    with FakeServer([_answer("smooth_sigmoid", SIGMOID_CODE), {"text": "Smoothing kept the KL low."}]) as server:
+        url = server.base_url
+        done = lossforge_without(
+            EXTRAS_ONLY, "run", "--run-dir", str(run_dir), "--config", str(config), "--proposer", "llm",
+            "--model", "fake-model", "--base-url", url, "--api-key-env", KEY_ENV, "--jsonl",
+            env={**os.environ, KEY_ENV: KEY})
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert server.remaining() == 0
+    requests = server.chat_requests
+    assert requests and {r.body["model"] for r in requests} == {"fake-model"}
+    assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in requests)
+    saved = json.loads((run_dir / "config.json").read_text())["proposer"]
+    assert saved["kind"] == "llm" and saved["llm"]["base_url"] == url
+    assert saved["llm"]["api_key_env"] == KEY_ENV and [m["name"] for m in saved["llm"]["models"]] == ["fake-model"]
+    archive = Archive(run_dir / "archive.sqlite", readonly=True)
+    try:
+        (only,) = archive.all()
+        assert (only.name, only.status) == ("smooth_sigmoid", "evaluated") and only.fitness is not None
+    finally:
+        archive.close()
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_run_model_flags_keep_a_configured_models_settings(tmp_path, cache_dir) -> None:
+    """A --model the config already describes keeps its temperature, a new one gets the defaults; the config's
+    other models are not used; --api-key-env '' is a server without a key."""
+    from lossforge.llm.fake_server import FakeServer
+    from tests.support import SIGMOID_CODE
+
+    config = tmp_path / "llm.toml"
+    config.write_text(tiny_config_toml(cache_dir, generations=1) + (
+        '\n[proposer.llm]\nmodels = [{name = "warm", temperature = 1.3}, {name = "unused"}]\n'))
+    script = [_answer("smooth_sigmoid", SIGMOID_CODE), {"text": "Smoothing kept the KL low."}]
+    with FakeServer(script, loop=True, models=("warm", "cold")) as server:
+        done = lossforge("run", "--run-dir", str(tmp_path / "run"), "--config", str(config), "--proposer", "llm",
+                         "--model", "warm", "--model", "cold", "--base-url", server.base_url, "--api-key-env", "",
+                         env={k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["proposer"]["llm"]
+    assert [(m["name"], m["temperature"]) for m in saved["models"]] == [("warm", 1.3), ("cold", 0.8)]
+    assert saved["api_key_env"] == ""
+    assert server.chat_requests and {r.body["model"] for r in server.chat_requests} <= {"warm", "cold"}
+    assert all("authorization" not in r.headers or r.headers["authorization"] == "Bearer not-needed" for r in server.chat_requests)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--model", "m"), "add --proposer llm"),
+    (("--proposer", "evolution", "--base-url", "http://127.0.0.1:9/v1"), "add --proposer llm"),
+    (("--proposer", "llm", "--api-key-env", "LOSSFORGE_NO_SUCH_KEY_VAR"),
+     "environment variable LOSSFORGE_NO_SUCH_KEY_VAR, which is not set"),
+])
+def test_run_llm_flags_refuse_what_cannot_work_before_anything_runs(tmp_path, args, message) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LOSSFORGE_NO_SUCH_KEY_VAR"}
+    done = subprocess.run([sys.executable, "-m", "lossforge.cli", "run", "--run-dir", str(tmp_path / "run"), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
