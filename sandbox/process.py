@@ -45,6 +45,9 @@ What it guarantees
   read-only in the view (a new server the first time).
 * After a timeout or a crash the sandbox keeps working: every call gets a new child, and a server that
   died is started again on the next call.
+* Cancellable: calls a thread makes inside ``with cancellable(c):`` stop when ``c.cancel()`` is called
+  (from any thread): their running children are killed as at a timeout and later calls under ``c``
+  raise ``SandboxError`` at once, so a cancelled caller never keeps the next one waiting.
 * Thread-safe: calls from several threads are fine; at most ``max_concurrency`` children run at once
   (default 1: calls are serialised). ``close()`` is idempotent and kills this sandbox's children still
   running (the shared server stays warm for other sandboxes of the process).
@@ -92,9 +95,73 @@ from lossforge.sandbox.wire import safe_loads
 if TYPE_CHECKING:
     from lossforge.sandbox.docker_backend import DockerSettings
 
-__all__ = ["ProcessSandbox", "SECRET_PATTERN"]
+__all__ = ["ProcessSandbox", "SECRET_PATTERN", "Cancellation", "cancellable"]
 
 T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Cancellation of the calls one thread makes (e.g. a tool call its client cancelled)
+# --------------------------------------------------------------------------------------------------
+
+_CURRENT = threading.local()
+
+
+class Cancellation:
+    """A switch for the sandbox calls made under ``cancellable(self)``: ``cancel()`` kills the children
+    of those calls that are running (their whole process groups, as at a timeout) and makes every later
+    call under it raise ``SandboxError(kind="error")`` at once, so the slot it held is free within
+    moments. Thread-safe; ``cancel()`` may be called from any thread, more than once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._jobs: set[tuple["_Server", int]] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            jobs = list(self._jobs)
+        for server, job_id in jobs:
+            server.kill(job_id)
+
+    def _add(self, server: "_Server", job_id: int) -> bool:
+        """Track a submitted job; False when already cancelled (the caller kills it)."""
+        with self._lock:
+            if self._cancelled:
+                return False
+            self._jobs.add((server, job_id))
+            return True
+
+    def _discard(self, server: "_Server", job_id: int) -> None:
+        with self._lock:
+            self._jobs.discard((server, job_id))
+
+
+class cancellable:  # noqa: N801 - used as a context manager, like contextlib's
+    """``with cancellable(cancellation): ...``: sandbox calls this thread makes inside the block (any
+    ``ProcessSandbox``) obey ``cancellation``. Nested blocks restore the outer one on exit."""
+
+    def __init__(self, cancellation: Cancellation) -> None:
+        self.cancellation = cancellation
+        self._outer: Cancellation | None = None
+
+    def __enter__(self) -> Cancellation:
+        self._outer = getattr(_CURRENT, "cancellation", None)
+        _CURRENT.cancellation = self.cancellation
+        return self.cancellation
+
+    def __exit__(self, *exc: object) -> None:
+        _CURRENT.cancellation = self._outer
+
+
+def _refuse_if_cancelled(cancellation: Cancellation | None) -> None:
+    if cancellation is not None and cancellation.cancelled:
+        raise SandboxError("error", "the call was cancelled: its sandbox jobs were killed")
 
 #: Seconds to wait for a new server's "hello" (it imports torch and warms the check suite).
 STARTUP_TIMEOUT = 120.0
@@ -709,9 +776,11 @@ class ProcessSandbox:
 
     def _spawn(self, mode: str, code: str, beta: float, task: Callable[..., Any] | None, args: tuple[Any, ...],
                timeout: float, *, single_thread: bool) -> tuple[str, Any, str]:
+        _refuse_if_cancelled(getattr(_CURRENT, "cancellation", None))
         with self._slots:
             if self._closed:
                 raise SandboxError("error", "the sandbox is closed")
+            _refuse_if_cancelled(getattr(_CURRENT, "cancellation", None))  # cancelled while waiting for a slot
             paths: list[str] = []
             payload = b""
             if mode == "run":
@@ -773,6 +842,9 @@ class ProcessSandbox:
         key = (id(server), job_id)
         with self._lock:
             self._active[key] = (server, job_id)
+        cancellation: Cancellation | None = getattr(_CURRENT, "cancellation", None)
+        if cancellation is not None and not cancellation._add(server, job_id):
+            server.kill(job_id)
         try:
             if not waiter.event.wait(timeout):
                 server.kill(job_id)
@@ -780,8 +852,12 @@ class ProcessSandbox:
                     server.stop(force=True)  # wedged: a fresh one starts on the next call
                 return "timeout", "wall-clock limit", ""
             assert waiter.outcome is not None
+            if cancellation is not None and cancellation.cancelled:
+                return "error", "the call was cancelled: its sandbox job was killed", ""
             return self._outcome(*waiter.outcome)
         finally:
+            if cancellation is not None:
+                cancellation._discard(server, job_id)
             with self._lock:
                 self._active.pop(key, None)
 

@@ -11,9 +11,16 @@ What it guarantees
   `--token-env` (default `LOSSFORGE_MCP_TOKEN`). A request without it or with another token gets 401;
   the server refuses to start over HTTP when the variable is unset or empty.
 * Every tool of `lossforge.tools.api.TOOLS`, with the same names, argument schemas and structured
-  results. The long tools (`screen_loss`, `compare_losses`) send MCP progress notifications when the
-  client asks for progress (a progress token). Blocking work runs in worker threads, so the server
-  keeps answering while a screen runs.
+  results. Blocking work runs in worker threads, so the server keeps answering while a screen runs.
+* Progress: when the client asks for it (a progress token), a call sends a notification at least every
+  `HEARTBEAT_SECONDS` (5 s) while it runs: the long tools' steps (`screen_loss`, `compare_losses`:
+  checks, world preparation, each screen) and, between them, "working, N s" heartbeats, so a cold
+  world build or a long screen is never silent. Values strictly increase and end at the total.
+* Cancellation: a call the client cancels (`notifications/cancelled`) ends at once; the sandbox
+  children it started are killed (their process groups, as at a timeout) and it starts no further
+  sandbox job or step, so the next call (e.g. `check_loss`) does not wait behind it. A proxy world
+  being built when the call is cancelled (trusted code in this process, cached on disk) is finished
+  in the background and reused by the next screen.
 * Any failure of a tool (bad arguments, a limit exceeded, a capability not available, a sandbox error)
   comes back as a tool result with `isError` and a clear message; the server keeps serving. Candidate
   code only ever runs in the sandbox.
@@ -29,6 +36,7 @@ import hmac
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Sequence
 
@@ -39,12 +47,13 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from pydantic import Field
 
+from lossforge.sandbox.process import Cancellation, cancellable
 from lossforge.tools import api
 from lossforge.tools.context import ToolContext, ToolError as LossforgeToolError, ToolSettings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_server", "serve", "main", "BearerTokenMiddleware", "DEFAULT_TOKEN_ENV", "CONFIG_ENV"]
+__all__ = ["build_server", "serve", "main", "BearerTokenMiddleware", "DEFAULT_TOKEN_ENV", "CONFIG_ENV", "HEARTBEAT_SECONDS"]
 
 DEFAULT_TOKEN_ENV = "LOSSFORGE_MCP_TOKEN"
 CONFIG_ENV = "LOSSFORGE_MCP_CONFIG"
@@ -74,35 +83,126 @@ def _doc(fn: Any) -> str:
     return inspect.cleandoc(fn.__doc__ or "")
 
 
-def build_server(context: ToolContext) -> Any:
-    """An `MCPServer` whose tools call `lossforge.tools.api` with `context`."""
-    server = MCPServer("lossforge", instructions=INSTRUCTIONS, version=_version(), log_level="WARNING")
+#: Seconds between the progress notifications a running call sends while nothing else reports progress
+#: (at most 10 s apart, as the README promises).
+HEARTBEAT_SECONDS = 5.0
 
-    async def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, context=context, **kwargs))
-        except LossforgeToolError as error:  # anticipated: the message is written for the caller
-            raise McpToolError(str(error)) from error
-        except Exception as error:  # noqa: BLE001 - a bug of ours: say what, keep serving
-            logger.exception("tool %s failed", getattr(fn, "__name__", fn))
-            raise McpToolError(f"internal error: {type(error).__name__}: {error}") from error
 
-    def progress_reporter(ctx: Context) -> Any:
-        def report(done: float, total: float, message: str) -> None:
+class _CallProgress:
+    """The progress of one tool call, sent to a client that asked for it (a progress token).
+
+    The tool reports steps (``report``, from its worker thread); between steps a heartbeat (``beat``,
+    every ``HEARTBEAT_SECONDS``) says it is still working. Sent values strictly increase, as MCP requires:
+    a step sends ``done``, the k-th beat after it ``done + k / (k + 1)`` (below the next step); beats
+    stop once ``done`` reaches ``total``. A client that went away does not fail the call.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.done = 0.0
+        self.total: float | None = None
+        self.message = "started"
+        self.beats = 0
+        self.sent = -1.0
+        self.started = time.monotonic()
+        self.lock = anyio.Lock()
+
+    async def send(self, done: float | None = None, total: float | None = None, message: str | None = None) -> None:
+        async with self.lock:
+            if done is None:  # a heartbeat
+                if self.total is not None and self.done >= self.total:
+                    return
+                self.beats += 1
+                text = f"{self.message} (working, {time.monotonic() - self.started:.0f} s)"
+            else:
+                self.done, self.total, self.message, self.beats = float(done), total, message or self.message, 0
+                text = self.message
+            value = self.done + self.beats / (self.beats + 1)
+            if value <= self.sent:
+                return
+            self.sent = value
             try:
-                anyio.from_thread.run(ctx.report_progress, done, total, message)
+                await self.ctx.report_progress(value, self.total, text)
             except Exception:  # noqa: BLE001 - progress is best effort; a gone client must not fail the tool
+                pass
+
+    def reporter(self, cancellation: Cancellation) -> Any:
+        """The `progress(done, total, message)` callback for `lossforge.tools.api` (called from the worker
+        thread). Raises `ToolCancelled` once the call is cancelled, so the tool stops at its next step."""
+
+        def report(done: float, total: float, message: str) -> None:
+            if cancellation.cancelled:
+                raise ToolCancelled("the call was cancelled")
+            try:
+                anyio.from_thread.run(self.send, done, total, message)
+            except ToolCancelled:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the event loop is shutting down
                 pass
 
         return report
 
+
+class ToolCancelled(Exception):
+    """Raised inside a cancelled call's worker thread to end its work early (nobody reads its result)."""
+
+
+def build_server(context: ToolContext, *, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> Any:
+    """An `MCPServer` whose tools call `lossforge.tools.api` with `context`.
+
+    Every call runs in a worker thread. While it runs, a client that asked for progress gets the tool's
+    own steps and, between them, a notification every `heartbeat_seconds` (a cold world build or a long
+    screen is never silent). A call the client cancels (`notifications/cancelled`) returns at once; its
+    sandbox jobs are killed and it starts no further sandbox job or step, so the next call does not wait
+    behind it. Work outside the sandbox that is under way (building a proxy world, which is cached and
+    reused) runs to its end in the background.
+    """
+    if heartbeat_seconds <= 0:
+        raise ValueError("heartbeat_seconds must be positive")
+    server = MCPServer("lossforge", instructions=INSTRUCTIONS, version=_version(), log_level="WARNING")
+
+    async def call(ctx: Context, fn: Any, *args: Any, with_progress: bool = False, **kwargs: Any) -> Any:
+        progress = _CallProgress(ctx)
+        cancellation = Cancellation()
+        if with_progress:
+            kwargs["progress"] = progress.reporter(cancellation)
+
+        def work() -> Any:
+            with cancellable(cancellation):
+                return fn(*args, context=context, **kwargs)
+
+        async def heartbeat() -> None:
+            while True:
+                await anyio.sleep(heartbeat_seconds)
+                await progress.send()
+
+        result: Any = None
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tasks:  # no exception of the tool crosses it (no ExceptionGroup)
+            tasks.start_soon(heartbeat)
+            try:
+                result = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+            except anyio.get_cancelled_exc_class():
+                cancellation.cancel()  # the client cancelled: kill the sandbox jobs, refuse further ones
+                raise
+            except Exception as error:  # noqa: BLE001 - mapped below
+                failure = error
+            finally:
+                tasks.cancel_scope.cancel()
+        if failure is None:
+            return result
+        if isinstance(failure, LossforgeToolError):  # anticipated: the message is written for the caller
+            raise McpToolError(str(failure)) from failure
+        logger.error("tool %s failed", getattr(fn, "__name__", fn), exc_info=failure)  # a bug of ours: keep serving
+        raise McpToolError(f"internal error: {type(failure).__name__}: {failure}") from failure
+
     @server.tool(description=_doc(api.check_loss))
-    async def check_loss(code: Code, beta: Beta = 0.1) -> api.CheckLossResult:
-        return await call(api.check_loss, code, beta)
+    async def check_loss(ctx: Context, code: Code, beta: Beta = 0.1) -> api.CheckLossResult:
+        return await call(ctx, api.check_loss, code, beta)
 
     @server.tool(description=_doc(api.screen_loss))
     async def screen_loss(ctx: Context, code: Code, seeds: Seeds = [0], betas: Betas = [0.1]) -> api.ScreenLossResult:  # noqa: B006
-        return await call(api.screen_loss, code, seeds, betas, progress=progress_reporter(ctx))
+        return await call(ctx, api.screen_loss, code, seeds, betas, with_progress=True)
 
     @server.tool(description=_doc(api.compare_losses))
     async def compare_losses(
@@ -111,47 +211,50 @@ def build_server(context: ToolContext) -> Any:
         seeds: Seeds = [0],  # noqa: B006
         betas: Betas = [0.1],  # noqa: B006
     ) -> api.CompareLossesResult:
-        return await call(api.compare_losses, codes, seeds, betas, progress=progress_reporter(ctx))
+        return await call(ctx, api.compare_losses, codes, seeds, betas, with_progress=True)
 
     @server.tool(description=_doc(api.plot_loss))
-    async def plot_loss(code: Code, beta: Beta = 0.1) -> api.PlotResult:
-        return await call(api.plot_loss, code, beta)
+    async def plot_loss(ctx: Context, code: Code, beta: Beta = 0.1) -> api.PlotResult:
+        return await call(ctx, api.plot_loss, code, beta)
 
     @server.tool(description=_doc(api.archive_top))
-    async def archive_top(run_dir: RunDir, k: Annotated[int, Field(description="How many candidates.")] = 10) -> api.ArchiveTopResult:
-        return await call(api.archive_top, run_dir, k)
+    async def archive_top(ctx: Context, run_dir: RunDir, k: Annotated[int, Field(description="How many candidates.")] = 10) -> api.ArchiveTopResult:
+        return await call(ctx, api.archive_top, run_dir, k)
 
     @server.tool(description=_doc(api.archive_get))
-    async def archive_get(run_dir: RunDir, candidate_id: Annotated[int, Field(description="The candidate's id.")]) -> api.CandidateDetail:
-        return await call(api.archive_get, run_dir, candidate_id)
+    async def archive_get(ctx: Context, run_dir: RunDir, candidate_id: Annotated[int, Field(description="The candidate's id.")]) -> api.CandidateDetail:
+        return await call(ctx, api.archive_get, run_dir, candidate_id)
 
     @server.tool(description=_doc(api.propose_from))
     async def propose_from(
+        ctx: Context,
         run_dir: RunDir,
         hint: Annotated[str | None, Field(description="Optional guidance added to the proposer's hints.")] = None,
     ) -> api.ProposalResult:
-        return await call(api.propose_from, run_dir, hint)
+        return await call(ctx, api.propose_from, run_dir, hint)
 
     @server.tool(description=_doc(api.submit_training))
     async def submit_training(
+        ctx: Context,
         code: Code,
         job_config: Annotated[dict[str, Any] | None, Field(
             description="TRL JobConfig fields on top of the server's base job, e.g. {\"beta\": 0.05, \"max_steps\": 200}.")] = None,
     ) -> api.SubmitTrainingResult:
-        return await call(api.submit_training, code, job_config)
+        return await call(ctx, api.submit_training, code, job_config)
 
     @server.tool(description=_doc(api.job_status))
-    async def job_status(job_id: Annotated[str, Field(description="The job_id returned by submit_training.")]) -> api.JobStatusResult:
-        return await call(api.job_status, job_id)
+    async def job_status(ctx: Context, job_id: Annotated[str, Field(description="The job_id returned by submit_training.")]) -> api.JobStatusResult:
+        return await call(ctx, api.job_status, job_id)
 
     @server.tool(description=_doc(api.judge))
     async def judge(
+        ctx: Context,
         job_id: Annotated[str | None, Field(description="A succeeded training job's id (or give answers).")] = None,
         benchmark: Annotated[str, Field(description="'mt-bench' or 'arena-hard'.")] = "mt-bench",
         answers: Annotated[dict[str, list[str]] | None, Field(
             description="Answers to grade instead of a job: question id -> [answer per turn].")] = None,
     ) -> api.JudgeResult:
-        return await call(api.judge, job_id, benchmark, answers)
+        return await call(ctx, api.judge, job_id, benchmark, answers)
 
     return server
 

@@ -21,8 +21,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 
-from lossforge.tools.mcp_server import main, parse_host_port
+from lossforge.tools.mcp_server import HEARTBEAT_SECONDS, main, parse_host_port
 from lossforge.trainer.losses import library_code
+from tests.conftest import tiny_config_toml
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +192,89 @@ def test_usage_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     assert main(["--http", "no-port"]) == 2
     assert main(["--config", "/no/such/file.toml"]) == 2
     assert parse_host_port("[::1]:9000") == ("::1", 9000)
+
+
+# --- progress while a long call runs, and cancellation --------------------------------------------------------
+
+def _long_screen_toml(path: Path, cache_dir: Path, steps: int) -> Path:
+    """The tiny proxy with a screen of `steps` training steps (the world, and so its cache, unchanged). A step
+    takes about 0.05 s on 2 cores, so 300 steps are ~15 s and 2,000 steps ~100 s."""
+    text = tiny_config_toml(cache_dir, generations=1)
+    assert text.count("\nsteps = 12\n") == 1
+    path.write_text(text.replace("\nsteps = 12\n", f"\nsteps = {steps}\n"))
+    return path
+
+
+def _stdio(config: Path) -> StdioServerParameters:
+    return StdioServerParameters(command=sys.executable, args=["-m", "lossforge.tools.mcp_server", "--config", str(config)],
+                                 cwd=str(Path(__file__).resolve().parents[2]))
+
+
+def test_a_long_call_sends_progress_at_least_every_10_seconds(tmp_path: Path) -> None:
+    """A cold world build and a screen of 300 steps (~15-20 s) with no step reported inside it: heartbeats
+    fill the gaps (before: one notification when the screen started and one when it ended)."""
+    config = _long_screen_toml(tmp_path / "long.toml", tmp_path / "cold-cache", steps=300)
+    assert HEARTBEAT_SECONDS <= 5
+
+    async def scenario() -> tuple[float, float, list[tuple[float, float, float | None, str | None]]]:
+        notes: list[tuple[float, float, float | None, str | None]] = []
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            notes.append((time.monotonic(), done, total, message))
+
+        async with Client(_stdio(config), read_timeout_seconds=300) as client:
+            started = time.monotonic()
+            screened = _structured(await client.call_tool(
+                "screen_loss", {"code": library_code("dpo")}, progress_callback=on_progress))
+            ended = time.monotonic()
+        assert screened["status"] == "evaluated", screened
+        return started, ended, notes
+
+    started, ended, notes = anyio.run(scenario)
+    times = [started] + [t for t, *_ in notes] + [ended]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert ended - started > 10, "the call was too short to show anything"
+    assert max(gaps) <= 10, (max(gaps), notes)
+    values = [done for _, done, _, _ in notes]
+    assert all(b > a for a, b in zip(values, values[1:])), values  # MCP: progress strictly increases
+    assert notes[-1][1] == notes[-1][2] == 2  # checks, then one screen: done
+    beats = [message for *_, message in notes if message and "working" in message]
+    assert beats and any("preparing the proxy world" in m or "checks passed" in m for m in beats), beats
+
+
+def test_a_cancelled_screen_is_stopped_and_the_next_check_answers_at_once(tmp_path: Path, cache_dir: Path,
+                                                                           run_dir: Path) -> None:
+    """A 2,000-step screen (about 100 s here) cancelled a few seconds in: the next check_loss answers within
+    20 s (before: it waited until the abandoned screen had finished in the sandbox)."""
+    config = _long_screen_toml(tmp_path / "very-long.toml", cache_dir, steps=2000)  # the tiny world is cached (run_dir)
+
+    async def scenario() -> tuple[float, dict, list[str | None]]:
+        messages: list[str | None] = []
+        screening = anyio.Event()
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            messages.append(message)
+            if message and "preparing the proxy world" in message:
+                screening.set()
+
+        async with Client(_stdio(config), read_timeout_seconds=300) as client:
+            assert _structured(await client.call_tool("check_loss", {"code": library_code("dpo")}))["passed"]
+            async with anyio.create_task_group() as tasks:
+                async def screen() -> None:
+                    await client.call_tool("screen_loss", {"code": library_code("dpo")}, progress_callback=on_progress)
+                    raise AssertionError("the screen finished: it was meant to be cancelled")
+
+                tasks.start_soon(screen)
+                with anyio.fail_after(120):
+                    await screening.wait()
+                await anyio.sleep(4)  # the world is cached: the screen is running in the sandbox now
+                tasks.cancel_scope.cancel()  # the client sends notifications/cancelled
+            asked = time.monotonic()
+            checked = _structured(await client.call_tool("check_loss", {"code": library_code("ipo")}))
+            waited = time.monotonic() - asked
+        return waited, checked, messages
+
+    waited, checked, messages = anyio.run(scenario)
+    assert checked["passed"] is True
+    assert waited < 20, f"check_loss waited {waited:.1f} s behind the cancelled screen"
+    assert not any(m and m.startswith("seed 0 beta") for m in messages)  # the screen never reported a result
