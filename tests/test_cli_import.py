@@ -34,16 +34,16 @@ def test_import_prints_the_candidate_when_no_output_is_given() -> None:
     assert "warning beyond the margins training reaches (|beta*margin| <= 50)" in done.stderr
 
 
-def test_import_every_loss_of_discopops_trainer(tmp_path) -> None:
-    done = lossforge("import", str(FIXTURES / "discopop" / "gpo.py"), "-o", str(tmp_path / "losses"), "--beta", "0.05",
-                     "--json")
+def test_import_every_loss_of_a_discopop_form_trainer(tmp_path) -> None:
+    trainer = FIXTURES / "discopop_form" / "trainer_methods.py"  # DiscoPOP's GPOTrainer form, written for the tests
+    done = lossforge("import", str(trainer), "-o", str(tmp_path / "losses"), "--beta", "0.05", "--json")
     assert done.returncode == 1  # the two dispatchers are refused
     data = json.loads(done.stdout)
-    assert len(data["imported"]) == 17 and all(item["check"]["passed"] for item in data["imported"])
+    assert len(data["imported"]) == 12 and all(item["check"]["passed"] for item in data["imported"])
     assert sorted(p.name for p in (tmp_path / "losses").iterdir()) == sorted(f"{i['name']}.py" for i in data["imported"])
-    assert {r["name"] for r in data["refused"]} == {"GPOTrainer.gpo_loss", "GPOTrainer.dpo_loss"}
-    several = lossforge("import", str(FIXTURES / "discopop" / "gpo.py"))
-    assert several.returncode == 2 and "holds 17 losses" in several.stderr and "--function NAME" in several.stderr
+    assert {r["name"] for r in data["refused"]} == {"DiscoveredLossTrainer.gpo_loss", "DiscoveredLossTrainer.dpo_loss"}
+    several = lossforge("import", str(trainer))
+    assert several.returncode == 2 and "holds 12 losses" in several.stderr and "--function NAME" in several.stderr
 
 
 def test_import_refuses_compute_loss_with_the_reason() -> None:
@@ -60,7 +60,7 @@ def test_import_usage_errors(tmp_path) -> None:
 
 
 def test_check_of_a_trainer_method_points_at_import() -> None:
-    seeds = FIXTURES / "discopop" / "launch_evo_seeds.py"
+    seeds = FIXTURES / "discopop_form" / "discovery_seeds.py"
     done = lossforge("check", str(seeds))
     assert done.returncode == 1
     assert "hint:" in done.stdout and f"lossforge import {seeds} -o OUT.py" in done.stdout.replace("\n", "")

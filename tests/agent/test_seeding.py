@@ -16,7 +16,7 @@ from lossforge.sandbox.importer import seed_candidates
 from tests.conftest import tiny_config_toml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "sandbox" / "fixtures"
-SEEDS = FIXTURES / "discopop" / "launch_evo_seeds.py"  # DiscoPOP's four discovery seeds, trainer-method form
+SEEDS = FIXTURES / "discopop_form" / "discovery_seeds.py"  # four seeds in the form of DiscoPOP's discovery seeds
 TRL_086 = FIXTURES / "trl" / "dpo_loss_trl_0_8_6.py"
 
 
@@ -28,7 +28,7 @@ def test_seeds_come_first_then_the_proposers_own_from_its_step_zero() -> None:
     assert names[:5] == ["logistic_log_loss", "hinge_loss", "ipo_loss", "kto_pair_loss", "dpo_loss"]
     assert names[5] == inner.propose(ProposalContext(step=0)).name  # the evolution's first library seed
     first = proposer.propose(ProposalContext(step=0))
-    assert first.operator == "seed" and first.code == seeds[0].code and "launch_evo_seeds.py" in first.thought
+    assert first.operator == "seed" and first.code == seeds[0].code and "discovery_seeds.py" in first.thought
     # a seed already in the archive is not proposed again; a repair goes to the inner proposer
     shown = ArchiveView(id=1, name="logistic_log_loss", code=seeds[0].code, status="evaluated", fitness=0.1)
     assert proposer.propose(ProposalContext(step=0, recent=[shown])).name == "hinge_loss"

@@ -1,9 +1,10 @@
-"""Arena-Hard verdict labels and scores, against Arena-Hard-Auto's own code on the same judge texts.
+"""Arena-Hard verdict labels and scores, against Arena-Hard-Auto's documented rules on the same judge texts.
 
-The reference below is copied from lmarena/arena-hard-auto at commit 196f6b826783b3da7310e361a805fa36f0be83f3
-(April 2025): ``get_score`` from gen_judgment.py, the ``regex_patterns`` of config/arena-hard-v2.0.yaml (the
-same in arena-hard-v0.1.yaml), and ``label_to_score`` with the per-question scores and the null filter
-from show_result.py ``load_judgments``. lossforge must give the same label for every judge text, and the
+The reference below is our own statement of the rules of lmarena/arena-hard-auto at commit
+196f6b826783b3da7310e361a805fa36f0be83f3 (April 2025), written from their behaviour (no upstream code is
+kept here): the label of a judgement (gen_judgment.py ``get_score`` with the ``regex_patterns`` of
+config/arena-hard-v2.0.yaml, the same in arena-hard-v0.1.yaml), the battles a label scores, and the null
+filter of show_result.py ``load_judgments``. lossforge must give the same label for every judge text, and the
 same win rate through its real judging path (``run_judge`` on the shipped v0.1 folder with the scripted
 fake OpenAI server), for a corpus of realistic verdicts with the edge cases: case, the single-bracket
 fallback, several labels (the last counts), mirrored labels, spaces, no label.
@@ -27,51 +28,46 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data
 KEY_ENV = "LOSSFORGE_TEST_KEY"
 
 
-# -- the reference: Arena-Hard-Auto's code, verbatim ---------------------------------------------------
+# -- the reference: Arena-Hard-Auto's rules, restated ------------------------------------------------------
 
-# config/arena-hard-v2.0.yaml, regex_patterns
+#: The two label patterns, tried in this order (config/arena-hard-v2.0.yaml, ``regex_patterns``).
 UPSTREAM_PATTERNS = [r"\[\[([AB<>=]+)\]\]", r"\[([AB<>=]+)\]"]
 
 
-# gen_judgment.py
-def get_score(judgment, patterns):
-    import re
+def arena_hard_label(text: str, patterns: list[str] = UPSTREAM_PATTERNS) -> str | None:
+    """The label Arena-Hard-Auto reads from a judgement (gen_judgment.py ``get_score``).
+
+    The text is upper-cased; the first pattern with any match decides, and of its matches the LAST one is
+    the label; a pattern without a match hands over to the next; no match at all: None.
+    """
+    upper = text.upper()
     for pattern in patterns:
-        pattern = re.compile(pattern)
-        
-        matches = pattern.findall(judgment.upper())
-        matches = [m for m in matches if m != ""]
-        
-        if len(set(matches)) > 0:
-            return matches[-1].strip("\n")
+        found = re.findall(pattern, upper)
+        if found:
+            return found[-1]
     return None
 
 
-# show_result.py, load_judgments(judge_names, benchmark, weight=3)
-weight = 3
-label_to_score = {
-    "A>B": [1],
-    "A>>B": [1] * weight,
-    "A=B": [0.5],
-    "A<<B": [0] * weight,
-    "A<B": [0],
-    "B>A": [0],
-    "B>>A": [0] * weight,
-    "B=A": [0.5],
-    "B<<A": [1] * weight,
-    "B<A": [1],
+#: The ten labels show_result.py ``load_judgments`` scores (weight=3), as (A's score, battles counted):
+#: A better scores 1, a tie 0.5, A worse 0; a "much" label (>> or <<) counts as three battles. Any other
+#: label is a KeyError there (show_result.py stops).
+A_SCORE: dict[str, tuple[float, int]] = {
+    "A>>B": (1.0, 3), "A>B": (1.0, 1), "A=B": (0.5, 1), "A<B": (0.0, 1), "A<<B": (0.0, 3),
+    "B<<A": (1.0, 3), "B<A": (1.0, 1), "B=A": (0.5, 1), "B>A": (0.0, 1), "B>>A": (0.0, 3),
 }
 
 
-def upstream_scores(x):
-    """show_result.py: ``_data['scores'] = _data.games.map(lambda x: ...)``; game 0 has the baseline as A and
-    the model as B, game 1 the model as A (gen_judgment.py ``judgment``: round 1, then round 2 swapped)."""
-    return label_to_score[x[1]['score']] + [1 - s for s in label_to_score[x[0]['score']]]
+def upstream_scores(games: list[dict]) -> list[float]:
+    """The model's battle scores for one question: game 1 has the model as A (A's score as is), game 0 has
+    the baseline as A and the model as B (one minus A's score); each repeated by its label's battle count
+    (gen_judgment.py plays the baseline first, then the swapped round; show_result.py explodes the scores)."""
+    first, second = A_SCORE[games[0]["score"]], A_SCORE[games[1]["score"]]
+    return [second[0]] * second[1] + [1.0 - first[0]] * first[1]
 
 
-def upstream_is_null(x):
-    """show_result.py ``null_indices``: a question with a null game is dropped."""
-    return x[0] is None or x[1] is None or x[0]['score'] is None or x[1]['score'] is None
+def upstream_is_null(games: list[dict | None]) -> bool:
+    """show_result.py's null filter: a question is dropped if either game, or either game's label, is missing."""
+    return any(game is None or game["score"] is None for game in games)
 
 
 def upstream_win_rate(questions_games: list[list[dict]]) -> float:
@@ -134,27 +130,27 @@ UPSTREAM_CRASHES = {
 @pytest.mark.parametrize("name", sorted(CORPUS))
 def test_each_label_is_read_as_arena_hard_reads_it(name: str) -> None:
     text = CORPUS[name]
-    theirs = get_score(text, UPSTREAM_PATTERNS)
+    theirs = arena_hard_label(text)
     ours = parse_verdict(text)
     assert ours == verdict_label(text)
     if theirs is None:
         assert ours is None
     else:
-        assert ours is not None and label_to_score[ours] == label_to_score[theirs]
+        assert ours is not None and A_SCORE[ours] == A_SCORE[theirs]
 
 
 def test_the_corpus_covers_every_label_and_the_fallback() -> None:
-    labels = {get_score(t, UPSTREAM_PATTERNS) for t in CORPUS.values()}
-    assert set(label_to_score) - labels == {"A<B", "B<<A"}  # eight of upstream's ten labels appear as written
-    assert [n for n, t in CORPUS.items() if get_score(t, UPSTREAM_PATTERNS) is None] == ["spaced", "no_label", "citation_only"]
-    assert get_score(CORPUS["single_bracket"], UPSTREAM_PATTERNS[:1]) is None  # read by the fallback only
+    labels = {arena_hard_label(t) for t in CORPUS.values()}
+    assert set(A_SCORE) - labels == {"A<B", "B<<A"}  # eight of upstream's ten labels appear as written
+    assert [n for n, t in CORPUS.items() if arena_hard_label(t) is None] == ["spaced", "no_label", "citation_only"]
+    assert arena_hard_label(CORPUS["single_bracket"], UPSTREAM_PATTERNS[:1]) is None  # read by the fallback only
 
 
 @pytest.mark.parametrize("name", sorted(UPSTREAM_CRASHES))
 def test_labels_upstream_cannot_score_are_no_verdict(name: str) -> None:
     text = UPSTREAM_CRASHES[name]
     with pytest.raises(KeyError):
-        label_to_score[get_score(text, UPSTREAM_PATTERNS)]
+        A_SCORE[arena_hard_label(text)]
     assert parse_verdict(text) is None
 
 
@@ -164,7 +160,7 @@ def test_labels_upstream_cannot_score_are_no_verdict(name: str) -> None:
 ])
 def test_all_ten_upstream_labels(label: str, expected: str) -> None:
     assert verdict_label(f"verdict: [[{label}]]") == expected
-    assert label_to_score[expected] == label_to_score[label]
+    assert A_SCORE[expected] == A_SCORE[label]
 
 
 # -- the same win rate through the real judging path -------------------------------------------------------
@@ -201,7 +197,7 @@ def test_win_rate_equals_arena_hard_show_result_on_the_same_verdicts(tmp_path: P
         base = re.escape(baseline_rows[q.id]["messages"][-1]["content"]["answer"][:60])
         steps.append({"match": rf"{base}[\s\S]*model-{q.id} says", "text": CORPUS[as_b]})  # baseline A, model B
         steps.append({"match": rf"model-{q.id} says[\s\S]*{base}", "text": CORPUS[as_a]})  # model A, baseline B
-        games = [get_score(CORPUS[as_b], UPSTREAM_PATTERNS), get_score(CORPUS[as_a], UPSTREAM_PATTERNS)]
+        games = [arena_hard_label(CORPUS[as_b]), arena_hard_label(CORPUS[as_a])]
         reference.append([None if g is None else {"score": g} for g in games])
     with FakeServer(steps) as server:
         run = JudgeRun(benchmark="arena_hard", questions=DATA / "arena_hard" / "v0.1", answers=mine, limit=len(PAIRS),

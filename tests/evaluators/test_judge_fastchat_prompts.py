@@ -1,9 +1,9 @@
 """`--judge-prompts`: FastChat's own MT-Bench judge prompts, sent exactly as FastChat sends them, and the
 warning when math, reasoning and coding questions come without their reference answers.
 
-The reference is FastChat's code, copied with its upstream path: the prompt choice of ``gen_judgment.py``
-(``NEED_REF_CATS``, ``make_judge_single``) and the template filling of ``common.py``'s
-``run_judge_single``, over the real files in ../shared/data/mt_bench.
+The reference is FastChat's behaviour, restated below in our own code with its upstream path (no FastChat
+code is kept here): the prompt choice of ``gen_judgment.py`` (``NEED_REF_CATS``, ``make_judge_single``) and
+the template filling of ``common.py``'s ``run_judge_single``, over the real files in ../shared/data/mt_bench.
 """
 from __future__ import annotations
 
@@ -38,41 +38,37 @@ def rows(path: Path) -> dict[str, dict]:
     return {str(r["question_id"]): r for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
-# -- the reference: lm-sys/FastChat fastchat/llm_judge (commit 0e6d3e4) ------------------------------
-NEED_REF_CATS = ["math", "reasoning", "coding", "arena-hard-200"]  # common.py
+# -- the reference: lm-sys/FastChat fastchat/llm_judge (commit 0e6d3e4), restated -----------------------
+#: common.py ``NEED_REF_CATS``: the categories judged against GPT-4's reference answer.
+NEED_REF_CATS = frozenset({"math", "reasoning", "coding", "arena-hard-200"})
 
 
 def fastchat_messages(question: dict, answer: dict, ref_answer: dict | None, multi_turn: bool,
                       judge_prompts: dict[str, dict]) -> list[dict[str, str]]:
-    """gen_judgment.py's choice of judge (make_judge_single, NEED_REF_CATS), then run_judge_single's prompt,
-    as conv.to_openai_api_messages() sends it (the system message, then the user prompt)."""
-    math = question["category"] in NEED_REF_CATS
-    name = {(False, False): "single-v1", (True, False): "single-math-v1",
-            (False, True): "single-v1-multi-turn", (True, True): "single-math-v1-multi-turn"}[(math, multi_turn)]
-    prompt_template = judge_prompts[name]
-    ref_answer = ref_answer if math else None
-    # --- run_judge_single ---
-    kwargs = {}
-    if ref_answer is not None:
-        kwargs["ref_answer_1"] = ref_answer["choices"][0]["turns"][0]
-        if multi_turn:
-            kwargs["ref_answer_2"] = ref_answer["choices"][0]["turns"][1]
+    """The messages FastChat sends to judge one answer of one model.
+
+    gen_judgment.py (``make_judge_single`` and the matches it makes) picks the prompt: ``single-math-v1``
+    for a question whose category is in NEED_REF_CATS, else ``single-v1``; the ``-multi-turn`` variant of
+    either when judging turn 2. Only the reference-based prompts get the reference answer. common.py
+    ``run_judge_single`` fills the prompt's ``prompt_template`` with ``str.format``: for turn 1 the fields
+    ``question`` and ``answer`` (the first turn of each), for turn 2 ``question_1``, ``question_2``,
+    ``answer_1`` and ``answer_2``; with a reference also ``ref_answer_1`` (and ``ref_answer_2`` for turn
+    2), from the reference's first choice. The judge gets the prompt's ``system_prompt`` as the system
+    message, then the filled template as the user message (``conv.to_openai_api_messages()``).
+    """
+    with_reference = question["category"] in NEED_REF_CATS
+    name = ("single-math-v1" if with_reference else "single-v1") + ("-multi-turn" if multi_turn else "")
+    prompt = judge_prompts[name]
+    turns = (1, 2) if multi_turn else (1,)
+    asked, answered = question["turns"], answer["choices"][0]["turns"]
     if multi_turn:
-        user_prompt = prompt_template["prompt_template"].format(
-            question_1=question["turns"][0],
-            question_2=question["turns"][1],
-            answer_1=answer["choices"][0]["turns"][0],
-            answer_2=answer["choices"][0]["turns"][1],
-            **kwargs,
-        )
+        fields = {**{f"question_{t}": asked[t - 1] for t in turns}, **{f"answer_{t}": answered[t - 1] for t in turns}}
     else:
-        user_prompt = prompt_template["prompt_template"].format(
-            question=question["turns"][0],
-            answer=answer["choices"][0]["turns"][0],
-            **kwargs,
-        )
-    system_prompt = prompt_template["system_prompt"]
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": user_prompt}]
+        fields = {"question": asked[0], "answer": answered[0]}
+    if with_reference and ref_answer is not None:
+        fields.update({f"ref_answer_{t}": ref_answer["choices"][0]["turns"][t - 1] for t in turns})
+    return [{"role": "system", "content": prompt["system_prompt"]},
+            {"role": "user", "content": prompt["prompt_template"].format(**fields)}]
 
 
 def subset(tmp_path: Path, ids: list[str], *, references: bool) -> Path:

@@ -1,11 +1,12 @@
 """MT-Bench ratings read as FastChat reads them: a replay of realistic GPT-4 judge texts.
 
-The reference is FastChat's own code, copied below with its upstream path: the rating regexes of
-``run_judge_single`` and the means of ``show_result.py``. Every judgement in ``AGREE`` is read the same by
-both (with the value a reader of the text would give); every one in ``DEPARTURES`` is a documented
-departure of ``parse_rating`` (its docstring, numbered as here), where FastChat reads a number that is not
-the judge's rating. The aggregation test grades all 80 questions x 2 turns through the real judge and the
-fake OpenAI server and compares the means with ``show_result.py``'s on the same judgements.
+The reference is FastChat's rule, restated below in our own code with its upstream path (no FastChat code
+is kept here): the rating patterns of ``run_judge_single`` and the means of ``show_result.py``. Every
+judgement in ``AGREE`` is read the same by both (with the value a reader of the text would give); every
+one in ``DEPARTURES`` is a documented departure of ``parse_rating`` (its docstring, numbered as here),
+where FastChat reads a number that is not the judge's rating. The aggregation test grades all 80
+questions x 2 turns through the real judge and the fake OpenAI server and compares the means with
+``show_result.py``'s on the same judgements.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import ast
 import json
 import re
 from pathlib import Path
+from statistics import fmean
 
-import pandas as pd
 import pytest
 
 from lossforge.evaluators.judge_cache import JudgementCache
@@ -27,33 +28,32 @@ from lossforge.llm.fake_server import FakeServer
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 KEY_ENV = "LOSSFORGE_TEST_KEY"
 
-# -- the reference: lm-sys/FastChat fastchat/llm_judge/common.py (commit 0e6d3e4), run_judge_single ------
-one_score_pattern = re.compile("\\[\\[(\\d+\\.?\\d*)\\]\\]")
-one_score_pattern_backup = re.compile("\\[(\\d+\\.?\\d*)\\]")
+# -- the reference: lm-sys/FastChat fastchat/llm_judge (commit 0e6d3e4), restated ------------------------
+
+#: common.py ``one_score_pattern`` then ``one_score_pattern_backup``: a number in double, else single brackets.
+FASTCHAT_RATING_PATTERNS = (r"\[\[(\d+\.?\d*)\]\]", r"\[(\d+\.?\d*)\]")
 
 
 def fastchat_rating(judgment: str) -> float:
-    """FastChat's rating of one judgement (-1: none), as run_judge_single computes it."""
-    match = re.search(one_score_pattern, judgment)
-    if not match:
-        match = re.search(one_score_pattern_backup, judgment)
-    if match:
-        rating = ast.literal_eval(match.groups()[0])
-    else:
-        rating = -1
-    return rating
+    """FastChat's rating of one judgement, as common.py ``run_judge_single`` reads it: the FIRST number in
+    double brackets anywhere in the text, else the first in single brackets, as a Python literal (int or
+    float); -1 when neither pattern matches. No range check."""
+    for pattern in FASTCHAT_RATING_PATTERNS:
+        found = re.search(pattern, judgment)
+        if found is not None:
+            return ast.literal_eval(found.group(1))
+    return -1
 
 
-# -- lm-sys/FastChat fastchat/llm_judge/show_result.py, display_result_single ---------------------------
 def fastchat_show_result(input_file: Path) -> dict[str, float]:
-    df_all = pd.read_json(input_file, lines=True)
-    df = df_all[["model", "score", "turn"]]
-    df = df[df["score"] != -1]
-    df_1 = df[df["turn"] == 1].groupby(["model", "turn"]).mean()
-    df_2 = df[df["turn"] == 2].groupby(["model", "turn"]).mean()
-    df_3 = df[["model", "score"]].groupby(["model"]).mean()
-    return {"turn_1": float(df_1["score"].iloc[0]), "turn_2": float(df_2["score"].iloc[0]),
-            "average": float(df_3["score"].iloc[0])}
+    """show_result.py ``display_result_single`` for one model: judgements scored -1 are left out, then the
+    mean score of turn 1, of turn 2, and of both turns together."""
+    rows = [json.loads(line) for line in input_file.read_text().splitlines() if line.strip()]
+    rated = [r for r in rows if r["score"] != -1]
+    assert len({r["model"] for r in rated}) == 1  # one model: the per-model groups are these means
+    return {"turn_1": fmean(r["score"] for r in rated if r["turn"] == 1),
+            "turn_2": fmean(r["score"] for r in rated if r["turn"] == 2),
+            "average": fmean(r["score"] for r in rated)}
 
 
 # (judgement, the rating its reader gives; None: no rating) - FastChat and lossforge agree on each

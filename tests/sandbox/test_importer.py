@@ -1,11 +1,14 @@
 """`lossforge.sandbox.importer`: losses in the forms people have, brought into the candidate form.
 
-Inputs are real code (tests/sandbox/fixtures, each with its source and licence): DiscoPOP's trainer
-(SakanaAI/DiscoPOP src/alignment/gpo.py) and the seeds of its discovery script (scripts/launch_evo.py),
-TRL's ``DPOTrainer.dpo_loss`` of 0.8.6 (old argument names) and 0.13.0 (new names, ``f_divergence``,
-``self.args``, ``.to(device)``), and the ``compute_loss`` override documented for Hugging Face trainers.
-Each imported loss is checked in the real sandbox and compared numerically with the published method run
-as published (compiled alone, bound to a stub trainer with ``beta`` and TRL's defaults).
+Inputs (tests/sandbox/fixtures, each with its source and licence): TRL's ``DPOTrainer.dpo_loss`` of
+0.8.6 (old argument names) and 0.13.0 (new names, ``f_divergence``, ``self.args``, ``.to(device)``) from
+the PyPI wheels, the ``compute_loss`` override documented for Hugging Face trainers, and, written for these
+tests in the form of DiscoPOP's code (no upstream code kept), a trainer like its GPOTrainer
+(src/alignment/gpo.py: the paper's seven discovered losses and the baselines, a loss_type dispatcher,
+``dpo_loss`` returning a tuple) and seeds like those of its discovery script (scripts/launch_evo.py).
+Each imported loss is checked in the real sandbox and compared numerically with the source method run as
+written (compiled alone, bound to a stub trainer with ``beta`` and TRL's defaults) and with the library
+loss it is (whose discovered losses tests/trainer/test_losses.py checks against the published code's values).
 """
 from __future__ import annotations
 
@@ -23,20 +26,20 @@ from lossforge.trainer.losses import LIBRARY
 from tests.support import exec_candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
-GPO = FIXTURES / "discopop" / "gpo.py"
-SEEDS = FIXTURES / "discopop" / "launch_evo_seeds.py"
+GPO = FIXTURES / "discopop_form" / "trainer_methods.py"  # DiscoPOP's trainer form, written for the tests
+SEEDS = FIXTURES / "discopop_form" / "discovery_seeds.py"  # DiscoPOP's discovery seeds' form, written for the tests
 TRL_086 = FIXTURES / "trl" / "dpo_loss_trl_0_8_6.py"
 TRL_0130 = FIXTURES / "trl" / "dpo_loss_trl_0_13_0.py"
 COMPUTE_LOSS = FIXTURES / "trl" / "compute_loss_override.py"
 
-#: Every loss method of DiscoPOP's GPOTrainer (all but the two dispatchers, gpo_loss and dpo_loss).
-GPO_LOSSES = [
-    "dynamic_blended_adaptive_quantile_loss_old", "dynamic_blended_adaptive_quantile_loss",
-    "adaptive_quantile_loss_old", "adaptive_quantile_loss", "adaptive_quantile_feedback_loss",
-    "adaptive_quantile_feedback_loss_old", "performance_adaptive_decay_logistic_loss", "combined_exp_logistic_loss",
-    "log_ratio_modulated_loss_old", "log_ratio_modulated_loss", "policy_focused_loss", "policy_focused_loss_old",
-    "sigmoid_loss", "hinge_loss", "ipo_loss", "kto_pair_loss", "bco_pair_loss",
-]
+#: Every loss method of the DiscoPOP-form trainer (all but the two dispatchers, gpo_loss and dpo_loss), and
+#: the library loss each one is.
+GPO_LOSSES = {
+    "log_ratio_modulated_loss": "discopop", "performance_adaptive_decay_logistic_loss": "padll",
+    "adaptive_quantile_feedback_loss": "aqfl", "combined_exp_logistic_loss": "cell",
+    "dynamic_blended_adaptive_quantile_loss": "dbaql", "adaptive_quantile_loss": "aql", "policy_focused_loss": "pfl",
+    "sigmoid_loss": "dpo", "hinge_loss": "slic", "ipo_loss": "ipo", "kto_pair_loss": "kto_pair", "bco_pair_loss": "bco_pair",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def _inputs(batch: int = 8, seed: int = 0) -> list[torch.Tensor]:
 
 
 def _method(path: Path, name: str, **namespace):
-    """A method of the fixture's class compiled alone, as published (the module imports trl)."""
+    """A method of the fixture's class compiled alone, as written (the module imports trl)."""
     tree = ast.parse(path.read_text())
     node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
     ns = {"torch": torch, "F": F, "Tuple": tuple, **namespace}
@@ -61,7 +64,7 @@ def _method(path: Path, name: str, **namespace):
 
 
 def _trainer(beta: float, **attrs) -> types.SimpleNamespace:
-    """A stub trainer with TRL's DPOConfig defaults, as the published methods read them."""
+    """A stub trainer with TRL's DPOConfig defaults, as the source methods read them."""
     base = dict(beta=beta, label_smoothing=0.0, loss_type="sigmoid", reference_free=False,
                 accelerator=types.SimpleNamespace(device=torch.device("cpu")))
     base.update(attrs)
@@ -71,37 +74,41 @@ def _trainer(beta: float, **attrs) -> types.SimpleNamespace:
 
 
 # --------------------------------------------------------------------------------------------------
-# DiscoPOP: every loss of its trainer and the seeds of its discovery script
+# DiscoPOP's forms: every loss of a trainer like its GPOTrainer and seeds like its discovery script's
 # --------------------------------------------------------------------------------------------------
 
 
 def test_every_discopop_trainer_loss_imports_and_passes_the_checks(sandbox) -> None:
     result = import_file(GPO)
-    assert [loss.name for loss in result.imported] == GPO_LOSSES
+    assert [loss.name for loss in result.imported] == list(GPO_LOSSES)
     for loss in result.imported:
         report = sandbox.check(loss.code, beta=0.05)  # the paper's beta
         assert report.passed, (loss.name, report.summary())
-        assert any("self.beta -> the parameter beta" in c for c in loss.changes) or loss.name == "policy_focused_loss_old"
+        assert any("self.beta -> the parameter beta" in c for c in loss.changes)
         assert "type annotations dropped" in loss.changes
+        assert '"""' not in loss.code.split('"""', 2)[2]  # the method's docstring is not kept in the body
     # the two dispatchers are refused, each with the reason
     refused = dict(result.refused)
-    assert set(refused) == {"GPOTrainer.gpo_loss", "GPOTrainer.dpo_loss"}
-    assert "self.sigmoid_loss(...)" in refused["GPOTrainer.gpo_loss"]  # loss_type defaults to "sigmoid"
-    assert "self.gpo_loss(...)" in refused["GPOTrainer.dpo_loss"] and "Import the loss it computes" in refused["GPOTrainer.dpo_loss"]
+    assert set(refused) == {"DiscoveredLossTrainer.gpo_loss", "DiscoveredLossTrainer.dpo_loss"}
+    assert "self.sigmoid_loss(...)" in refused["DiscoveredLossTrainer.gpo_loss"]  # loss_type defaults to "sigmoid"
+    assert "self.gpo_loss(...)" in refused["DiscoveredLossTrainer.dpo_loss"] \
+        and "Import the loss it computes" in refused["DiscoveredLossTrainer.dpo_loss"]
 
 
 @pytest.mark.parametrize("name", GPO_LOSSES)
-def test_imported_discopop_losses_compute_what_the_published_methods_do(name) -> None:
+def test_imported_discopop_losses_compute_what_the_source_methods_do(name) -> None:
     (loss,) = import_file(GPO, function=name).imported
     ours = exec_candidate(loss.code)
-    published = _method(GPO, name)
+    source = _method(GPO, name)
     trainer = _trainer(0.05, running=types.SimpleNamespace(mean=0.0, update=lambda value: None))
     xs = _inputs()
-    want = published(trainer, *xs)
-    if name == "kto_pair_loss":  # published: the two halves concatenated (2 * batch); imported: their pair mean
+    want = source(trainer, *xs)
+    if name == "kto_pair_loss":  # source: the two halves concatenated (2 * batch); imported: their pair mean
         assert want.shape == (16,)
         want = 0.5 * (want[:8] + want[8:])
     torch.testing.assert_close(ours(*xs, 0.05), want)
+    # and the library loss it is (the discovered ones pinned to the published code's values in test_losses.py)
+    torch.testing.assert_close(ours(*xs, 0.05), LIBRARY[GPO_LOSSES[name]](*xs, 0.05))
 
 
 def test_discopop_changes_are_stated() -> None:
@@ -229,7 +236,7 @@ def test_usage_errors() -> None:
         import_losses("def f(x):\n    return x\n")
     with pytest.raises(ImportError_, match="line 1"):
         import_losses("def f(:\n")
-    with pytest.raises(ImportError_, match="has no function 'nope'; its functions are: GPOTrainer.__init__"):
+    with pytest.raises(ImportError_, match="has no function 'nope'; its functions are: DiscoveredLossTrainer.__init__"):
         import_file(GPO, function="nope")
     with pytest.raises(ValueError, match="expected NAME=VALUE"):
         parse_settings(["loss_type"])

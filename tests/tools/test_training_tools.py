@@ -105,7 +105,9 @@ def test_submit_poll_and_judge_a_real_job(tiny, tmp_path, monkeypatch) -> None:
 
         direct = api.judge(answers={"81": ["a", "b"], "82": ["c", "d"]}, context=other)
         assert direct.kind == "llm_judge" and direct.score == 6.0 and direct.job_id is None
-        with pytest.raises(ToolInputError, match="answers missing"):
+        # "81" has one of its two turns and "82" none: both are named (the message of evaluators/judge_run.py)
+        with pytest.raises(ToolInputError, match=r"cannot judge: the model's answers \(.*\) lack 2 of 2 questions "
+                                                 r"\['81', '82'\] \(answers are matched by question_id or uid\)"):
             api.judge(answers={"81": ["only one turn"]}, context=other)
     ctx.close()
     other.close()

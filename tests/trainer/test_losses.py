@@ -12,14 +12,19 @@ called with one-token completions, where that normalisation is the identity, and
 that with longer completions TRL equals our IPO applied to the length-normalised log-ratios.
 
 KTO-pair is not in TRL 1.x: it is checked against the TRL 0.x formula (``loss_type="kto_pair"`` of
-``DPOTrainer.dpo_loss`` in TRL 0.8, reproduced in ``_trl0_kto_pair`` below). PADLL, AQFL, CELL and DBAQL
-are not in TRL: they are checked against the official DiscoPOP code (luchris429/DiscoPOP,
-src/alignment/gpo.py), reproduced below as ``_official_*``.
+``DPOTrainer.dpo_loss`` in TRL 0.8, reproduced in ``_trl0_kto_pair`` below). The DiscoPOP paper's seven
+discovered losses (PADLL, AQFL, CELL, DBAQL, AQL, PFL and DiscoPOP/LRML itself; only the last is in TRL)
+are checked three ways: against the paper's formulas restated in our notation (``_paper_*``), against the
+same formulas in the form of DiscoPOP's trainer methods (our fixture
+tests/sandbox/fixtures/discopop_form/trainer_methods.py, which ``lossforge import`` is tested on), and
+against values recorded from the published code (SakanaAI/DiscoPOP, src/alignment/gpo.py) on fixed
+inputs, losses and gradients (tests/trainer/data/discopop_published_values.json; no upstream code is kept).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import math
 import types
 from collections import defaultdict
@@ -337,54 +342,77 @@ def test_kto_pair_matches_trl0_formula(beta, batch):
     torch.testing.assert_close(ours.mean(), theirs.mean())
 
 
-def _official_padll(pc, pr, rc, rr, beta):
-    logits = (pc - pr) - (rc - rr)
-    mismatches = (logits < 0).float()
-    return 0.9 * (1 - mismatches * 0.5) * -F.logsigmoid(beta * logits)
+# The paper's discovered losses (Lu et al. 2024, arXiv:2406.08414, appendix), in the paper's notation:
+# rho is the margin (pi_c - pi_r) - (ref_c - ref_r), z = beta * rho, and the batch statistics read
+# s = z / 0.05 (0.05: the paper's beta, fixed in its code).
 
 
-def _official_cell(pc, pr, rc, rr, beta):
-    logits = (pc - pr) - (rc - rr)
-    return 0.5 * torch.exp(-beta * logits) + 0.5 * -F.logsigmoid(beta * logits)
+def _margin(pc, pr, rc, rr):
+    return (pc - rc) - (pr - rr)
 
 
-def _official_aqfl(pc, pr, rc, rr, beta):
-    logits = beta * ((pc - pr) - (rc - rr))
-    logits_std = (logits / 0.05).std()
-    adaptive_quantile = logits_std * torch.sigmoid(-logits / 0.05).mean()
-    adaptive_quantile += 0.05 * (torch.sigmoid((logits / 0.05).mean()) - adaptive_quantile)
-    blend_rate = torch.sigmoid(0.1 * (logits / 0.05 - adaptive_quantile).abs())
-    return blend_rate * -F.logsigmoid(logits) + (1 - blend_rate) * torch.relu(1 - logits)
+def _paper_padll(pc, pr, rc, rr, beta):
+    rho = _margin(pc, pr, rc, rr)
+    return 0.9 * torch.where(rho < 0, 0.5, 1.0).to(rho.dtype) * F.softplus(-beta * rho)  # weight 0.45 on mismatches
 
 
-def _official_dbaql(pc, pr, rc, rr, beta):
-    logits = beta * ((pc - pr) - (rc - rr))
-    coeff = torch.sigmoid((logits / 0.05).var()) * 1.0
-    return coeff * -F.logsigmoid(logits / 0.9) + (1 - coeff) * torch.exp(-logits * 0.9)
+def _paper_cell(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    return (torch.exp(-z) + F.softplus(-z)) / 2
 
 
-def _official_lrml(pc, pr, rc, rr, beta):
-    logits = beta * ((pc - pr) - (rc - rr))
-    w = torch.sigmoid(logits / 0.05)
-    return -F.logsigmoid(logits) * (1 - w) + torch.exp(-logits) * w
+def _paper_aqfl(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    s = z / 0.05
+    q0 = torch.std(s) * torch.mean(torch.sigmoid(-s))
+    q = 0.95 * q0 + 0.05 * torch.sigmoid(torch.mean(s))
+    w = torch.sigmoid(0.1 * torch.abs(s - q))
+    return w * F.softplus(-z) + (1 - w) * torch.clamp(1 - z, min=0)
 
 
-OFFICIAL = {
-    "padll": _official_padll,
-    "cell": _official_cell,
-    "aqfl": _official_aqfl,
-    "dbaql": _official_dbaql,
-    "discopop": _official_lrml,
+def _paper_dbaql(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    c = torch.sigmoid(torch.var(z / 0.05))
+    return c * F.softplus(-z / 0.9) + (1 - c) * torch.exp(-0.9 * z)
+
+
+def _paper_lrml(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    w = torch.sigmoid(z / 0.05)
+    return (1 - w) * F.softplus(-z) + w * torch.exp(-z)
+
+
+def _paper_aql(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    s = z / 0.05
+    q = 0.5 + 0.01 * (torch.sigmoid(torch.mean(s)) - 0.5)
+    w = torch.sigmoid(q - s)
+    return w * F.softplus(-z) + (1 - w) * torch.clamp(1 - z, min=0)
+
+
+def _paper_pfl(pc, pr, rc, rr, beta):
+    z = beta * _margin(pc, pr, rc, rr)
+    return torch.where(pc > pr, 0.5 * F.softplus(-z), 2.0 * torch.clamp(1 - z, min=0))
+
+
+PAPER = {
+    "padll": _paper_padll,
+    "cell": _paper_cell,
+    "aqfl": _paper_aqfl,
+    "dbaql": _paper_dbaql,
+    "discopop": _paper_lrml,
+    "aql": _paper_aql,
+    "pfl": _paper_pfl,
 }
 
 
 @pytest.mark.parametrize("beta", BETAS)
-@pytest.mark.parametrize("name", sorted(OFFICIAL))
-def test_discopop_family_matches_official_code(name, beta):
-    """Batches of 2+ (the official std/var are NaN for a single pair; ours define the spread as 0 there)."""
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_discopop_family_matches_the_paper_formulas(name, beta):
+    """Batches of 2+ (the published std/var are NaN for a single pair; ours define the spread as 0 there)."""
     for batch in (2, 7):
         xs = _inputs(batch, seed=8, dtype=torch.float64)
-        torch.testing.assert_close(LIBRARY[name](*xs, beta), OFFICIAL[name](*xs, beta))
+        torch.testing.assert_close(LIBRARY[name](*xs, beta), PAPER[name](*xs, beta))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,13 +462,17 @@ def test_padll_small_margin_inversion():
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. The paper's seven discovered losses against the published code itself
+# 4. The paper's seven discovered losses against the published code's values and in its trainer form
 # --------------------------------------------------------------------------------------------------
 
-#: A real copy of the official trainer (SakanaAI/DiscoPOP, src/alignment/gpo.py; MIT, see its LICENSE).
-GPO_FIXTURE = Path(__file__).resolve().parents[1] / "sandbox" / "fixtures" / "discopop" / "gpo.py"
+#: Losses and gradients recorded from the published DiscoPOP trainer (SakanaAI/DiscoPOP,
+#: src/alignment/gpo.py) on fixed inputs; numbers only (see its "about").
+PUBLISHED = json.loads((Path(__file__).parent / "data" / "discopop_published_values.json").read_text())
 
-#: Our name -> the GPOTrainer method that its gpo_loss dispatches to for the paper's loss_type.
+#: Our DiscoPOP-form trainer (written for the tests from the paper's formulas, in the form of gpo.py).
+FORM_FIXTURE = Path(__file__).resolve().parents[1] / "sandbox" / "fixtures" / "discopop_form" / "trainer_methods.py"
+
+#: Our name -> the trainer method that gpo_loss dispatches to for the paper's loss_type (gpo.py's names).
 DISCOVERED = {
     "discopop": "log_ratio_modulated_loss",  # loss_type "lrml"
     "padll": "performance_adaptive_decay_logistic_loss",
@@ -452,19 +484,21 @@ DISCOVERED = {
 }
 
 
-def _published_method(name: str):
-    """The published method, compiled from the real file (its module imports trl, so the class is not
-    imported: each method is compiled alone with the module's torch and F) and bound to a stub trainer."""
-    tree = ast.parse(GPO_FIXTURE.read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GPOTrainer")
+def _form_method(name: str):
+    """A method of the DiscoPOP-form fixture, compiled alone with the module's torch and F (the module
+    imports trl, so the class is not imported) and called with a stub trainer as ``self``."""
+    tree = ast.parse(FORM_FIXTURE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef))
     method = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == name)
     namespace = {"torch": torch, "F": F, "Tuple": tuple}
-    exec(compile(ast.Module(body=[method], type_ignores=[]), str(GPO_FIXTURE), "exec"), namespace)
+    exec(compile(ast.Module(body=[method], type_ignores=[]), str(FORM_FIXTURE), "exec"), namespace)
     return namespace[name]
 
 
 def test_seven_discovered_losses_in_the_library():
-    tree = ast.parse(GPO_FIXTURE.read_text())
+    assert PUBLISHED["methods"] == DISCOVERED  # the record names the published methods these were read from
+    assert {(c["loss"], c["beta"]) for c in PUBLISHED["cases"]} == {(n, b) for n in DISCOVERED for b in BETAS}
+    tree = ast.parse(FORM_FIXTURE.read_text())
     dispatcher = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "gpo_loss")
     dispatched = {n.attr for n in ast.walk(dispatcher) if isinstance(n, ast.Attribute) and n.attr.endswith("_loss")}
     discovered = dispatched - {"sigmoid_loss", "hinge_loss", "ipo_loss", "kto_pair_loss", "bco_pair_loss"}
@@ -475,37 +509,42 @@ def test_seven_discovered_losses_in_the_library():
 @pytest.mark.parametrize("beta", BETAS)
 @pytest.mark.parametrize("name", sorted(DISCOVERED))
 def test_discovered_losses_match_the_published_code(name, beta):
-    """Values and gradients equal the real published method's, for batches of 2+ and for margins up to
-    +-50 logits (the range training reaches), where the exp terms are large but finite."""
-    published = _published_method(DISCOVERED[name])
+    """Values and gradients equal those recorded from the published method, for batches of 2, 7 and 16 and
+    for margins up to +-50 logits (the range training reaches), where the exp terms are large but finite.
+    The DiscoPOP-form fixture's method gives the same (it is what the importer tests import)."""
+    form = _form_method(DISCOVERED[name])
     trainer = types.SimpleNamespace(beta=beta)
-    for batch, seed in ((2, 8), (7, 9), (16, 10)):
-        xs = _inputs(batch, seed=seed, dtype=torch.float64)
-        torch.testing.assert_close(LIBRARY[name](*xs, beta), published(trainer, *xs))
-    ref = torch.full((6,), -30.0, dtype=torch.float64)
-    margins = torch.tensor([-50.0, -20.0, -1.0, 0.5, 20.0, 50.0], dtype=torch.float64) / beta
-    ours_in = [(ref + margins / 2).requires_grad_(True), ref - margins / 2, ref, ref]
-    theirs_in = [(ref + margins / 2).requires_grad_(True), ref - margins / 2, ref, ref]
-    ours, theirs = LIBRARY[name](*ours_in, beta), published(trainer, *theirs_in)
-    torch.testing.assert_close(ours, theirs)
-    ours.sum().backward()
-    theirs.sum().backward()
-    torch.testing.assert_close(ours_in[0].grad, theirs_in[0].grad)
+    cases = [c for c in PUBLISHED["cases"] if c["loss"] == name and c["beta"] == beta]
+    assert [c["inputs"] for c in cases] == ["batch2_seed8", "batch7_seed9", "batch16_seed10", f"margins_beta{beta}"]
+    for case in cases:
+        want = torch.tensor(case["losses"], dtype=torch.float64)
+        want_grad = torch.tensor(case["grad_policy_chosen"], dtype=torch.float64)
+        for fn in (lambda *xs: LIBRARY[name](*xs, beta), lambda *xs: form(trainer, *xs)):
+            xs = [torch.tensor(x, dtype=torch.float64) for x in PUBLISHED["inputs"][case["inputs"]]]
+            xs[0].requires_grad_(True)
+            losses = fn(*xs)
+            torch.testing.assert_close(losses, want)
+            losses.sum().backward()
+            torch.testing.assert_close(xs[0].grad, want_grad)
+    # the random batches are this module's own inputs (the same generator and seeds)
+    for key, (batch, seed) in {"batch2_seed8": (2, 8), "batch7_seed9": (7, 9), "batch16_seed10": (16, 10)}.items():
+        assert [x.tolist() for x in _inputs(batch, seed=seed, dtype=torch.float64)] == PUBLISHED["inputs"][key]
 
 
 @pytest.mark.parametrize("name", ["discopop", "cell", "dbaql"])
 def test_exp_losses_are_held_as_published_overflow_included(name):
     """No clamp: beyond the margins training reaches, the library overflows exactly where the paper's code
     (and TRL's loss_type="discopop") does, in float32."""
-    published = _published_method(DISCOVERED[name])
-    trainer = types.SimpleNamespace(beta=0.1)
+    (recorded,) = [c for c in PUBLISHED["overflow"] if c["loss"] == name]
+    assert recorded["beta"] == 0.1 and recorded["margins"] == [-600.0, -10000.0] and recorded["dtype"] == "float32"
     ref = torch.full((2,), -30.0)
     margins = torch.tensor([-60.0, -1000.0]) / 0.1
     xs = (ref + margins / 2, ref - margins / 2, ref, ref)
-    ours, theirs = LIBRARY[name](*xs, 0.1), published(trainer, *xs)
+    ours = LIBRARY[name](*xs, 0.1)
     assert torch.isfinite(ours[0])
-    torch.testing.assert_close(ours[:1], theirs[:1])
-    assert not torch.isfinite(ours[1]) and not torch.isfinite(theirs[1])  # a clamp at 50 kept this finite
+    torch.testing.assert_close(ours[:1], torch.tensor(recorded["losses"][:1]))
+    assert not torch.isfinite(ours[1]) and not math.isfinite(recorded["losses"][1])  # a clamp at 50 kept this finite
+    torch.testing.assert_close(_form_method(DISCOVERED[name])(types.SimpleNamespace(beta=0.1), *xs)[:1], ours[:1])
     if name == "cell":
         assert float(ours[0]) > 1e25  # 0.5 * e^60, not a clamped 0.5 * e^50
 
