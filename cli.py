@@ -197,19 +197,113 @@ def check(
         _fail(f"{file} is not a file: give the path of a Python file that defines one loss function")
     from lossforge.sandbox.process import ProcessSandbox
 
+    source = file.read_text()
     sandbox = ProcessSandbox()
     try:
-        report = sandbox.check(file.read_text(), beta=beta)
+        report = sandbox.check(source, beta=beta)
     finally:
         sandbox.close()
+    hint = None
+    if report.failed_check == "policy":
+        from lossforge.sandbox.importer import import_hint
+
+        hint = import_hint(source)
     if as_json:
-        _print_json(report.model_dump())
+        _print_json({**report.model_dump(), **({"import_hint": hint} if hint else {})})
     else:
         colour = "green" if report.passed else "red"
         Console().print(f"[{colour}]{'PASS' if report.passed else 'REJECTED'}[/] {escape(str(file))}: {escape(report.summary())}")
         for c in report.checks:
             Console().print(f"  {'ok ' if c.passed else 'FAIL'} {c.name} {escape(c.evidence) if not c.passed else ''}")
+        _print_check_warnings(report)
+        if hint:
+            Console().print(f"[bold]hint:[/] {escape(hint.replace('FILE', str(file)))}")
     raise typer.Exit(0 if report.passed else 1)
+
+
+def _print_check_warnings(report: Any, console: Optional[Console] = None, indent: str = "  ") -> None:
+    """The check report's warnings: non-finite values beyond the margins training reaches, the loss's own warnings."""
+    console = console or Console()
+    beyond = report.properties.get("beyond_training_range") or []
+    if beyond:
+        from lossforge.sandbox.checks import TRAINING_MARGIN_LIMIT
+
+        console.print(f"{indent}[yellow]warning[/] beyond the margins training reaches (|beta*margin| <= "
+                        f"{TRAINING_MARGIN_LIMIT:g}), not a rejection: {escape(beyond[0])}"
+                        + (f" (and {len(beyond) - 1} more)" if len(beyond) > 1 else "")
+                        + " Training stays finite: the proxy screen and the TRL job stop at the first non-finite "
+                          "loss or gradient, before the optimiser step, and mark the candidate degenerate.")
+    for w in report.properties.get("warnings") or []:
+        console.print(f"{indent}[yellow]warning[/] raised by the loss: {escape(str(w))}")
+
+
+@app.command("import")
+def import_loss(
+    file: Path = typer.Argument(..., help="A Python file with loss code: trainer methods (DiscoPOP), a TRL dpo_loss "
+                                          "override, a function with TRL's argument names, or a candidate."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the candidate to this file (a directory when "
+                                                                 "several losses are imported: DIR/NAME.py); default: print it."),
+    function: Optional[str] = typer.Option(None, "--function", "-f", help="Import only this function (NAME or Class.NAME)."),
+    settings: list[str] = typer.Option([], "--set", help="NAME=VALUE for a trainer attribute or an extra parameter, "
+                                                         "e.g. --set loss_type=hinge --set label_smoothing=0.1 (repeatable)."),
+    beta: float = typer.Option(0.1, "--beta", help="beta for the checks, in (0, 10]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Bring a loss in the forms people have into the candidate form, check it in the sandbox and say what
+    changed. Exit 0 if every loss imported and passed, 1 if one was refused or rejected, 2 on a usage error."""
+    from lossforge.sandbox.importer import ImportError_, import_file, parse_settings
+
+    if not 0 < beta <= 10:
+        _fail(f"--beta must be in (0, 10], not {beta}; typical values are 0.05 to 0.5, e.g. --beta 0.1")
+    if not file.is_file():
+        _fail(f"{file} is not a file: give the path of a Python file with the loss function")
+    try:
+        result = import_file(file, function=function, settings=parse_settings(settings))
+    except (ImportError_, ValueError) as error:
+        _fail(str(error))
+        raise  # unreachable
+    several = len(result.imported) > 1
+    if several and (out is None or out.suffix == ".py"):
+        names = ", ".join(loss.qualname for loss in result.imported)
+        _fail(f"{file} holds {len(result.imported)} losses ({names}): give -o DIR to write each as DIR/NAME.py, "
+              "or pick one with --function NAME")
+    from lossforge.sandbox.process import ProcessSandbox
+
+    rows: list[dict[str, Any]] = []
+    sandbox = ProcessSandbox()
+    try:
+        for loss in result.imported:
+            report = sandbox.check(loss.code, beta=beta)
+            path = None
+            if out is not None:
+                path = out / f"{loss.name}.py" if several or out.is_dir() else out
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(loss.code)
+            rows.append({"name": loss.name, "qualname": loss.qualname, "changes": loss.changes,
+                         "path": str(path) if path else None, "code": loss.code, "check": report})
+    finally:
+        sandbox.close()
+    ok = bool(rows) and not result.refused and all(r["check"].passed for r in rows)
+    if as_json:
+        _print_json({"imported": [{**r, "check": r["check"].model_dump()} for r in rows],
+                     "refused": [{"name": q, "reason": why} for q, why in result.refused]})
+        raise typer.Exit(0 if ok else 1)
+    console = Console(stderr=out is None and len(rows) == 1, highlight=False, soft_wrap=True)
+    for r in rows:
+        report = r["check"]
+        verdict = "[green]PASS[/]" if report.passed else "[red]REJECTED[/]"
+        where = f" -> {escape(r['path'])}" if r["path"] else ""
+        console.print(f"[bold]imported[/] {escape(r['qualname'])} as `{escape(r['name'])}`{where}; checks: {verdict} "
+                      f"{escape(report.summary()) if not report.passed else ''}")
+        for change in r["changes"] or ["nothing: already in the candidate form"]:
+            console.print(f"  changed: {escape(change)}")
+        if report.passed:
+            _print_check_warnings(report, console)
+    for qualname, why in result.refused:
+        console.print(f"[red]refused[/] {escape(qualname)}: {escape(why)}")
+    if out is None and len(rows) == 1:
+        sys.stdout.write(rows[0]["code"])
+    raise typer.Exit(0 if ok else 1)
 
 
 @app.command()
