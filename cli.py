@@ -624,6 +624,35 @@ def bench_proxy(
     _print_json(run_bench(settings.proxy, seed, settings.resolved_cache_dir(), repeats=repeats, loss=loss))
 
 
+@bench_app.command("fidelity")
+def bench_fidelity(
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print JSON (the default)."),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="World seeds, comma-separated."),
+    published: Optional[Path] = typer.Option(
+        None, "--published", help="The published reward-KL CSV (default: shared/data/published/discopop_imdb_calibration.csv next to the repository)."
+    ),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML configuration (its [proxy] is used)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
+) -> None:
+    """The published losses on the proxy at the published betas, next to the DiscoPOP paper's GPT-2 IMDb
+    measurements: the share of loss pairs in the paper's order (KL at equal beta, reward at matched KL)."""
+    from lossforge.trainer.proxy.fidelity import default_published_path, load_published, run_fidelity
+
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        rows = load_published(published or default_published_path())
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if not seed_list:
+        _fail("--seeds is empty: give world seeds such as 0,1,2")
+    settings = _config(config, {"cache_dir": str(cache_dir) if cache_dir else None})
+    result = run_fidelity(settings.proxy, rows, seed_list, settings.resolved_cache_dir(), progress=lambda m: err.print(f"[dim]{escape(m)}[/]"))
+    if as_json:
+        _print_json(result)
+    else:
+        err.print(f"agreement {result['agreement']:.0%} ({result['agreeing']} of {result['scored']}); checks: {result['checks']}")
+
+
 @bench_app.command("discovery")
 def bench_discovery(
     as_json: bool = typer.Option(True, "--json/--no-json", help="Print the result as JSON (the default)."),

@@ -124,7 +124,11 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot_frontier(frontier: dict[str, dict[float, dict[str, Any] | None]], kl_budget: float | None, path: Path) -> None:
-    """Per loss: every checkpoint at every beta (marker per beta) and their Pareto envelope (line)."""
+    """Per loss: every checkpoint at every beta (marker per beta), the frontier fitted to each beta's path
+    as the search fits it (`trainer.proxy.fitness.fit_frontier`, thin line) and its reading (the fitness,
+    a star); the thick line is the upper envelope over all betas."""
+    from lossforge.trainer.proxy.fitness import fit_frontier
+
     fig, ax = plt.subplots(figsize=(7, 4.2))
     markers = ["o", "s", "^", "D", "v", "P", "X"]
     betas = sorted({beta for per_beta in frontier.values() for beta in per_beta})
@@ -137,6 +141,12 @@ def plot_frontier(frontier: dict[str, dict[float, dict[str, Any] | None]], kl_bu
             ys = [p["reward_gain"] for p in steps]
             points += list(zip(xs, ys))
             ax.scatter(xs, ys, s=14, color=color, alpha=0.45, marker=markers[betas.index(beta) % len(markers)])
+            if xs and kl_budget:
+                fit = fit_frontier(list(zip(xs, ys)), kl_budget)
+                grid = [fit.kl_reached * i / 40 for i in range(41)]
+                ax.plot(grid, [fit.gain(k) for k in grid], color=color, linewidth=0.8, alpha=0.6)
+                read_at = min(kl_budget, fit.kl_reached)
+                ax.scatter([read_at], [fit.gain(read_at)], s=60, color=color, marker="*", zorder=3)
         envelope = pareto([(0.0, 0.0)] + points)
         if envelope:
             ax.plot(*zip(*envelope), color=color, linestyle="--" if name in ("dpo", "discopop") else "-", label=name)
@@ -288,6 +298,11 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _fmt_with_error(value: float | None, stderr: float | None, digits: int = 4) -> str:
+    """`value` +- its standard error (the error left out when unknown)."""
+    return _fmt(value, digits) + (f" +- {stderr:.{digits}f}" if value is not None and stderr is not None else "")
+
+
 def write_report(
     run_dir: Path,
     sandbox: Sandbox,
@@ -359,15 +374,17 @@ def write_report(
     frontier_text = [
         f"Each of the top {min(frontier_k, len(top))} losses, DPO and DiscoPOP trained again at beta "
         + ", ".join(f"{b:g}" for b in betas)
-        + " on the run's own proxy settings (seed and world). Points: the checkpoints (marker: beta); lines: the upper envelope"
-        " (best reward reachable at that KL or less). The dotted line is the KL budget of the fitness."
+        + " on the run's own proxy settings (seed and world). Points: the checkpoints (marker: beta); thin lines: the frontier"
+        " fitted to each beta's path, read at the KL budget (dotted) or where the loss stopped (stars: the fitness, read as the"
+        " search reads it); thick lines: the upper envelope over all betas. Fitness +- its sampling standard error; a difference"
+        " under twice the combined errors is noise."
     ]
     if frontier_errors:
         frontier_text.append("Not screened: " + "; ".join(frontier_errors))
     if frontier:
         rows = []
         for loss, per_beta in frontier.items():
-            rows.append([loss] + [_fmt((r or {}).get("fitness")) for r in per_beta.values()])
+            rows.append([loss] + [_fmt_with_error((r or {}).get("fitness"), (r or {}).get("fitness_stderr")) for r in per_beta.values()])
         sections.append(
             Section(
                 "Reward-vs-KL frontier across betas (against DPO and DiscoPOP)",

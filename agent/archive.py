@@ -84,6 +84,13 @@ class Candidate:
     created_at: float
     updated_at: float
 
+    @property
+    def fitness_stderr(self) -> float | None:
+        """The fitness's standard error from evaluation sampling (the screen's ``fitness_stderr``), or
+        None for a candidate without one (not evaluated, or evaluated before the noise floor existed)."""
+        value = (self.result or {}).get("fitness_stderr")
+        return float(value) if isinstance(value, (int, float)) else None
+
     def public(self) -> dict[str, Any]:
         """A JSON-ready summary (no code, no fingerprint) for status listings."""
         return {
@@ -93,6 +100,7 @@ class Candidate:
             "name": self.name,
             "status": self.status,
             "fitness": self.fitness,
+            "fitness_stderr": self.fitness_stderr,
             "failed_check": self.failed_check,
             "duplicate_of": self.duplicate_of,
             "parent_ids": self.parent_ids,

@@ -27,6 +27,7 @@ def view(candidate: Candidate) -> ArchiveView:
         code=candidate.code,
         status=candidate.status,
         fitness=candidate.fitness,
+        fitness_stderr=candidate.fitness_stderr,
         genome=candidate.genome,
         check_summary=check_summary or candidate.error,
         reflection=candidate.reflection,

@@ -232,10 +232,11 @@ class SearchNodes:
 
     def reflect(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
-        best = [c.fitness for c in self.archive.top(2) if c.id != candidate.id]
-        reflection = self._llm_reflection(candidate, best[0] if best else None, state)
+        best = [c for c in self.archive.top(2) if c.id != candidate.id]
+        best_fitness, best_stderr = (best[0].fitness, best[0].fitness_stderr) if best else (None, None)
+        reflection = self._llm_reflection(candidate, best_fitness, state, best_stderr)
         if reflection is None:
-            reflection = reflect_offline(candidate, best[0] if best else None)
+            reflection = reflect_offline(candidate, best_fitness, best_stderr)
         note = training_note(candidate)  # the train stage's outcome, a failed job's stderr tail included
         if note:
             reflection = f"{reflection}\n{note}"
@@ -246,7 +247,9 @@ class SearchNodes:
         update["stop_reason"] = self.stop_reason({**state, **update})
         return update
 
-    def _llm_reflection(self, candidate: Any, best_before: float | None, state: SearchState) -> str | None:
+    def _llm_reflection(
+        self, candidate: Any, best_before: float | None, state: SearchState, best_before_stderr: float | None = None
+    ) -> str | None:
         """The LLM's own reflection on a candidate, when the proposer can reflect and is set to."""
         reflect = getattr(self.proposer, "reflect", None)
         settings = getattr(self.proposer, "settings", None)
@@ -256,7 +259,7 @@ class SearchNodes:
             return None
         from lossforge.agent.prompts import describe_outcome
 
-        summary = describe_outcome(view(candidate), best_before=best_before, result=candidate.result)
+        summary = describe_outcome(view(candidate), best_before=best_before, best_before_stderr=best_before_stderr, result=candidate.result)
         try:
             return reflect(summary, step=state.get("step", 0), seed=self.config.search.seed)
         except Exception as error:  # a failed reflection is logged, never fatal

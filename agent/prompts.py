@@ -38,7 +38,7 @@ __all__ = [
     "truncation_note",
 ]
 
-PROMPT_VERSION = "lossforge-propose-2"  # 2: reasoning is not read as the proposal
+PROMPT_VERSION = "lossforge-propose-3"  # 2: reasoning is not read as the proposal; 3: frontier fitness with its noise floor
 
 PROPOSAL_SCHEMA: dict = {
     "type": "object",
@@ -127,11 +127,13 @@ extreme margins (about +-20 logits), a lower loss when the chosen answer becomes
 the rejected one, float dtypes and determinism. A failed check comes back to you with its evidence.
 2. Fitness (seconds): the loss fine-tunes a small reference language model on a synthetic preference task \
 whose pairs are labelled by a hidden reward (Bradley-Terry, with label noise). Fitness is the reward gain \
-reached at a fixed KL budget from the reference: along training the policy traces a path of (KL, reward \
-gain); the path is cut where KL first exceeds the budget and the best reward gain before that point is \
-the fitness, in standard deviations of the reference's reward. Higher is better. About 0 means the policy \
-barely moved, below 0 that it moved the wrong way; a loss that spends its KL on noise scores low, and one \
-that becomes non-finite during training is degenerate and gets no fitness."""
+of the loss's reward-KL frontier at a fixed KL budget from the reference: along training the policy traces \
+a path of (KL, reward gain), a curve is fitted to it and read at the budget (or at the furthest KL the \
+loss reached, if less), in standard deviations of the reference's reward. How fast a loss walks along its \
+frontier does not matter, only how much reward it buys per nat of KL. Higher is better. About 0 means the \
+policy barely moved, below 0 that it moved the wrong way; a loss that spends its KL on noise scores low, \
+and one that becomes non-finite during training is degenerate and gets no fitness. Every fitness comes \
+with its standard error (+-): a difference smaller than about twice the combined errors is noise, not a win."""
 
 
 FORMAT_INSTRUCTIONS = """\
@@ -226,7 +228,9 @@ def _one_line(text: str | None, limit: int = 400) -> str:
 
 
 def _fitness(v: ArchiveView) -> str:
-    return f"fitness {float(v.fitness):.4f}" if _finite(v.fitness) else v.status
+    if not _finite(v.fitness):
+        return v.status
+    return f"fitness {float(v.fitness):.4f}" + (f" +- {v.fitness_stderr:.4f}" if _finite(v.fitness_stderr) else "")
 
 
 def render_view(v: ArchiveView, limits: PromptLimits, *, label: str = "", show_code: bool = True) -> str:
@@ -330,17 +334,33 @@ def describe_outcome(
     best_before: float | None = None,
     result: dict | None = None,
     max_code_chars: int = 1_500,
+    best_before_stderr: float | None = None,
 ) -> str:
-    """A compact description of one candidate's outcome (what ``reflect`` is asked about)."""
+    """A compact description of one candidate's outcome (what ``reflect`` is asked about).
+
+    A difference from the best within the noise floor (`lossforge.trainer.proxy.fitness.noise_floor`)
+    is described as level, never as a new best.
+    """
+    from lossforge.trainer.proxy.fitness import is_win, noise_floor
+
     lines = [f"Candidate #{view.id} `{view.name}`, status: {view.status}."]
     if _finite(view.fitness):
         fitness = float(view.fitness)
+        shown = f"{fitness:.4f}" + (f" +- {view.fitness_stderr:.4f}" if _finite(view.fitness_stderr) else "")
         if best_before is None:
-            lines.append(f"Fitness {fitness:.4f}; it is the first scored candidate.")
+            lines.append(f"Fitness {shown}; it is the first scored candidate.")
         else:
             delta = fitness - best_before
-            relation = "a new best" if delta > 0 else "below the best"
-            lines.append(f"Fitness {fitness:.4f}, {relation} (best before {best_before:.4f}, difference {delta:+.4f}).")
+            floor = noise_floor(view.fitness_stderr, best_before_stderr)
+            if is_win(fitness, view.fitness_stderr, best_before, best_before_stderr):
+                relation = "a new best"
+            elif abs(delta) <= floor:
+                relation = "level with the best (the difference is within the noise floor)"
+            else:
+                relation = "below the best"
+            lines.append(
+                f"Fitness {shown}, {relation} (best before {best_before:.4f}, difference {delta:+.4f}, noise floor {floor:.4f})."
+            )
     elif view.check_summary:
         lines.append(f"Outcome: {_one_line(view.check_summary, 800)}")
     result = result or {}

@@ -19,6 +19,7 @@ class ArchiveView(BaseModel):
     code: str
     status: str
     fitness: float | None = None
+    fitness_stderr: float | None = None  # the noise floor of `fitness` (evaluation sampling)
     genome: Any = None  # proposer-specific representation (e.g. an expression tree), JSON-serialisable
     check_summary: str | None = None
     reflection: str | None = None

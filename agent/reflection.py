@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from lossforge.agent.archive import Candidate
 from lossforge.agent.prompts import readings_line
+from lossforge.trainer.proxy.fitness import is_win, noise_floor
 
 
-def reflect_offline(candidate: Candidate, best_before: float | None) -> str:
-    """One or two sentences on `candidate`'s outcome relative to the best fitness before it."""
+def reflect_offline(candidate: Candidate, best_before: float | None, best_before_stderr: float | None = None) -> str:
+    """One or two sentences on `candidate`'s outcome relative to the best fitness before it.
+
+    A difference within the noise floor (`lossforge.trainer.proxy.fitness.noise_floor` of the two
+    fitnesses' standard errors) is called level, never a new best.
+    """
     if candidate.status == "rejected":
         return f"Rejected at check '{candidate.failed_check}'; variations of this structure should avoid that failure."
     if candidate.status == "duplicate":
@@ -23,15 +28,19 @@ def reflect_offline(candidate: Candidate, best_before: float | None) -> str:
     result = candidate.result or {}
     kl = result.get("final_kl")
     detail = f" final KL {kl:.2f} nats," if isinstance(kl, float) else ""
-    note = _relative_note(candidate.fitness, best_before, detail)
+    note = _relative_note(candidate.fitness, candidate.fitness_stderr, best_before, best_before_stderr, detail)
     readings = readings_line(result)
     return f"{note} {readings}" if readings else note
 
 
-def _relative_note(fitness: float, best_before: float | None, detail: str) -> str:
+def _relative_note(fitness: float, stderr: float | None, best_before: float | None, best_stderr: float | None, detail: str) -> str:
+    shown = f"{fitness:.3f}" + (f" +- {stderr:.3f}" if stderr else "")
     if best_before is None:
-        return f"First evaluated loss: fitness {fitness:.3f}.{detail} it sets the bar."
+        return f"First evaluated loss: fitness {shown}.{detail} it sets the bar."
     delta = fitness - best_before
-    if delta > 0:
-        return f"New best: fitness {fitness:.3f} (+{delta:.3f}).{detail} its structure is worth exploiting."
-    return f"Fitness {fitness:.3f}, {abs(delta):.3f} below the best.{detail} keep it only as a source of diversity."
+    floor = noise_floor(stderr, best_stderr)
+    if is_win(fitness, stderr, best_before, best_stderr):
+        return f"New best: fitness {shown} (+{delta:.3f}, above the noise floor {floor:.3f}).{detail} its structure is worth exploiting."
+    if abs(delta) <= floor:
+        return f"Fitness {shown}, level with the best ({delta:+.3f}, within the noise floor {floor:.3f}).{detail} not a win; a variant may still help."
+    return f"Fitness {shown}, {abs(delta):.3f} below the best.{detail} keep it only as a source of diversity."

@@ -9,16 +9,16 @@ from lossforge.config import ConfigError, load_config
 def test_defaults_need_no_file() -> None:
     config = load_config()
     assert config.search.generations == 20 and config.proposer.kind == "evolution"
-    assert config.proxy.screen.beta == 0.1
+    assert config.proxy.screen.beta == 0.05  # the DiscoPOP paper's beta
 
 
 def test_a_file_and_overrides_combine(tmp_path) -> None:
     path = tmp_path / "run.toml"
-    path.write_text("[search]\ngenerations = 7\nseed = 3\n[proxy.screen]\nbeta = 0.05\n")
+    path.write_text("[search]\ngenerations = 7\nseed = 3\n[proxy.screen]\nbeta = 0.2\n")
     config = load_config(path, {"search.generations": 9, "search.seed": None})
     assert config.search.generations == 9  # the override wins
     assert config.search.seed == 3  # None means "not given"
-    assert config.proxy.screen.beta == 0.05
+    assert config.proxy.screen.beta == 0.2
 
 
 def test_unknown_keys_and_wrong_types_are_all_listed(tmp_path) -> None:

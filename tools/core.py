@@ -15,6 +15,9 @@ What it guarantees
   values or no fitness: `error` is its reason, `result` its data) or 'failed' (the sandbox raised:
   timeout, crash, policy; `error` is "kind: message", `result` None). Never an exception for a bad
   candidate.
+* Every evaluated outcome carries ``result["fitness_stderr"]``, the fitness's standard error from
+  evaluation sampling (`lossforge.trainer.proxy.fitness`): the noise floor that the archive, the
+  reflections, the prompts and the report compare differences with.
 * `screen_for_fitness` with no variants is `screen_candidate`. With variants, a degenerate or failed
   first reading is the outcome as it is; a variant that turns degenerate or fails reads 0 (its reason is
   in ``result["readings"]``); ``result["complete"]`` says whether every variant was screened (False:
@@ -79,6 +82,7 @@ def _reading(outcome: ScreenOutcome, screen: dict[str, Any], variant: dict[str, 
         "beta": screen["beta"],
         "status": outcome.status,
         "fitness": outcome.fitness,
+        "fitness_stderr": data.get("fitness_stderr") if outcome.status == "evaluated" else None,
         "error": outcome.error,
         "final_kl": data.get("final_kl"),
         "final_reward_gain": data.get("final_reward_gain"),
@@ -116,10 +120,13 @@ def screen_for_fitness(
             readings.append(_reading(outcome, screen, variant))
             seconds += outcome.seconds
     values = [r["fitness"] if r["fitness"] is not None else 0.0 for r in readings]
+    stderrs = [r["fitness_stderr"] or 0.0 for r in readings]
     fitness = first.fitness if lazy else proxy.fitness.combine(values)
+    stderr = stderrs[0] if lazy else proxy.fitness.combine_stderr(values, stderrs)
     result = {
         **(first.result or {}),
         "fitness": fitness,  # the archive's fitness; each setting's own is in readings
+        "fitness_stderr": stderr,
         "readings": readings,
         "aggregate": proxy.fitness.aggregate,
         "complete": not lazy,

@@ -83,6 +83,20 @@ def _chain_entropy_rate(world: World, config: WorldConfig) -> float:
     return float(row_entropy.mean())
 
 
+def _labelling_reward(
+    world: World, config: WorldConfig, seed: int, prompts: torch.Tensor, first: torch.Tensor, second: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reward that labels the pairs: the true one, or with ``reward_misspecification`` m > 0 the mix
+    sqrt(1 - m^2) * true + m * the reward of an independent world (seed + 7919) of the same form."""
+    true_first, true_second = world.reward(prompts, first), world.reward(prompts, second)
+    m = config.reward_misspecification
+    if m <= 0:
+        return true_first, true_second
+    other = seeded_world(config, seed + 7919)
+    keep = (1.0 - m * m) ** 0.5
+    return keep * true_first + m * other.reward(prompts, first), keep * true_second + m * other.reward(prompts, second)
+
+
 def build_task(config: WorldConfig, seed: int) -> ProxyTask:
     """Build the world of `seed` from scratch (tens of seconds on 2 cores)."""
     started = time.perf_counter()
@@ -94,7 +108,7 @@ def build_task(config: WorldConfig, seed: int) -> ProxyTask:
         prompts = world.sample_prompts(config.train_pairs, config.prompt_len, generator)
         first = sample_completions(reference, prompts, config.completion_len, generator)
         second = sample_completions(reference, prompts, config.completion_len, generator)
-        reward_first, reward_second = world.reward(prompts, first), world.reward(prompts, second)
+        reward_first, reward_second = _labelling_reward(world, config, seed, prompts, first, second)
         p_first = torch.sigmoid((reward_first - reward_second) / config.bt_temperature)
         first_wins = torch.rand(config.train_pairs, generator=generator) < p_first
         flip = torch.rand(config.train_pairs, generator=generator) < config.label_noise

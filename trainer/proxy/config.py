@@ -38,29 +38,57 @@ class WorldConfig(_Strict):
     train_pairs: int = Field(2048, ge=64)
     eval_prompts: int = Field(1024, ge=64)
     reference_samples_per_prompt: int = Field(4, ge=1, description="Samples per eval prompt for the reference's reward.")
-    bt_temperature: float = Field(0.5, gt=0, description="Bradley-Terry temperature on the standardised reward.")
-    label_noise: float = Field(0.1, ge=0, lt=0.5, description="Probability that a preference label is flipped.")
+    bt_temperature: float = Field(
+        0.05,
+        gt=0,
+        description=(
+            "Bradley-Terry temperature on the standardised reward; small values give near-deterministic "
+            "preferences (a classifier's labels, as in the paper's IMDb pairs), where DPO drives margins without bound."
+        ),
+    )
+    label_noise: float = Field(0.0, ge=0, lt=0.5, description="Probability that a preference label is flipped.")
+    reward_misspecification: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "How far the reward that labels the pairs differs from the true one (0: the same). Labels are drawn "
+            "from sqrt(1 - m^2) * true + m * an independent reward of the same form; fitness still reads the true "
+            "reward, so a loss that over-optimises the labelling reward pays for it (Gao et al. 2023)."
+        ),
+    )
 
     def cache_key(self, seed: int) -> str:
         """A short stable hash of these settings and the seed: the name of the world's cache file.
 
         ``v`` is the version of the build code: bumped whenever a build would give different numbers
-        (v2: the fused GELU kernel, equal to v1's up to float rounding).
+        (v2: the fused GELU kernel, equal to v1's up to float rounding; v3: the labelling reward may differ
+        from the true one, ``reward_misspecification``).
         """
-        blob = json.dumps({"world": self.model_dump(), "seed": seed, "v": 2}, sort_keys=True)
+        blob = json.dumps({"world": self.model_dump(), "seed": seed, "v": 3}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class ScreenConfig(_Strict):
     """How one candidate is trained from the reference and evaluated."""
 
-    beta: float = Field(0.1, gt=0, le=10)
+    beta: float = Field(0.05, gt=0, le=10, description="The loss's beta (the DiscoPOP paper's 0.05 by default).")
     steps: int = Field(96, ge=1, description="Optimiser steps of preference training.")
     batch_pairs: int = Field(64, ge=1)
     lr: float = Field(1e-4, gt=0)
-    checkpoints: int = Field(4, ge=1, le=32, description="Evaluations along training (the reward-KL path).")
+    checkpoints: int = Field(8, ge=1, le=32, description="Evaluations along training (the reward-KL path the frontier is fitted to).")
     eval_samples: int = Field(1024, ge=32, description="Policy samples per evaluation.")
-    kl_budget: float = Field(1.0, gt=0, description="KL(policy||reference) in nats at which fitness is read.")
+    kl_budget: float = Field(0.4, gt=0, description="KL(policy||reference) in nats at which the fitted frontier is read.")
+    logp_scale: float = Field(
+        20.0,
+        gt=0,
+        le=100,
+        description=(
+            "Multiplies the summed log-probs (policy and reference, so every margin) before the loss sees them: "
+            "the proxy's 12-token completions stand for an LLM's longer ones, whose log-ratios are sums over "
+            "many more tokens (calibrated with `lossforge bench fidelity`)."
+        ),
+    )
     threads: int = Field(2, ge=1, le=64, description="torch threads for one screen.")
 
 
@@ -142,6 +170,13 @@ class FitnessConfig(_Strict):
     def combine(self, readings: list[float]) -> float:
         """The fitness of `readings` (one per setting, a failed reading given as 0)."""
         return min(readings) if self.aggregate == "min" else sum(readings) / len(readings)
+
+    def combine_stderr(self, readings: list[float], stderrs: list[float]) -> float:
+        """The standard error of `combine(readings)`: the lowest reading's (``min``; the first on a tie),
+        or that of the mean of independent readings (``mean``)."""
+        if self.aggregate == "min":
+            return stderrs[readings.index(min(readings))]
+        return sum(se * se for se in stderrs) ** 0.5 / len(stderrs)
 
 
 class ProxyConfig(_Strict):

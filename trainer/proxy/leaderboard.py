@@ -3,6 +3,10 @@
 Two controls frame the table: `reference` (no training: fitness 0 by construction) and `anti_dpo`, DPO
 with chosen and rejected swapped, which must score below the reference. Library losses are trusted code
 and run in-process; candidates from a search never do (they go through the sandbox).
+
+The fitness is read exactly as the search reads it: the frontier reading of each ``[proxy.fitness]``
+setting (the screen and its variants), combined by its aggregate, with the sampling standard error of
+the combined reading per seed (``fitness_stderr``); ``stderr`` is the standard error over seeds.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from pydantic import BaseModel
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
 from lossforge.trainer.proxy.config import ProxyConfig
-from lossforge.trainer.proxy.screen import screen
+from lossforge.trainer.proxy.screen import ScreenResult, screen
 
 
 def anti_dpo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta):
@@ -33,6 +37,7 @@ class LeaderboardRow(BaseModel):
     stderr: float | None
     n: int
     fitness: list[float | None]
+    fitness_stderr: list[float | None] = []  # per seed: the sampling standard error of its reading
     final_kl_mean: float | None = None
     degenerate: list[str] = []
     control: bool = False
@@ -56,19 +61,27 @@ def leaderboard(
     """Screen each library loss (and the controls) on every seed; rows sorted by mean fitness."""
     losses: dict[str, Callable[..., torch.Tensor]] = {name: LIBRARY[name] for name in (names or list(LIBRARY))}
     losses["anti_dpo"] = anti_dpo
-    results: dict[str, list] = {name: [] for name in losses}
+    results: dict[str, list[tuple[float | None, float | None, ScreenResult]]] = {name: [] for name in losses}
+    settings = config.fitness.settings(config.screen)
     for seed in seeds:
         task = load_task(config.world, seed, cache_dir)
         for name, fn in losses.items():
-            result = screen(fn, task, config.screen)
-            results[name].append(result)
+            readings = [screen(fn, task, setting) for setting in settings]
+            first = readings[0]
+            if first.fitness is None:  # degenerate at the screen's own setting: no fitness, as in the search
+                fitness, stderr = None, None
+            else:  # a variant that turns degenerate reads 0, as in the search (tools/core.py)
+                values = [r.fitness if r.fitness is not None else 0.0 for r in readings]
+                fitness = config.fitness.combine(values)
+                stderr = config.fitness.combine_stderr(values, [r.fitness_stderr or 0.0 for r in readings])
+            results[name].append((fitness, stderr, first))
             if progress:
-                progress(f"seed {seed} {name}: fitness {result.fitness}")
+                progress(f"seed {seed} {name}: fitness {fitness}")
     rows = []
     for name, runs in results.items():
-        fitness = [r.fitness for r in runs]
+        fitness = [f for f, _, _ in runs]
         mean, stderr = _stats([f for f in fitness if f is not None])
-        kls = [r.final_kl for r in runs if r.final_kl is not None]
+        kls = [r.final_kl for _, _, r in runs if r.final_kl is not None]
         rows.append(
             LeaderboardRow(
                 name=name,
@@ -76,8 +89,9 @@ def leaderboard(
                 stderr=stderr,
                 n=len(fitness),
                 fitness=fitness,
+                fitness_stderr=[se for _, se, _ in runs],
                 final_kl_mean=statistics.fmean(kls) if kls else None,
-                degenerate=[r.degenerate for r in runs if r.degenerate],
+                degenerate=[r.degenerate for _, _, r in runs if r.degenerate],
                 control=name == "anti_dpo",
             )
         )

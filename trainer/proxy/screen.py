@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from lossforge.trainer.proxy.build import ProxyTask
 from lossforge.trainer.proxy.config import ScreenConfig
+from lossforge.trainer.proxy.fitness import frontier_reading, sampling_stderr
 from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
 
 LossFn = Callable[..., torch.Tensor]
@@ -33,18 +34,22 @@ _ACCURACY_CHUNK = 256  # pairs per forward pass of the final accuracy measuremen
 
 
 class PathPoint(BaseModel):
-    """One checkpoint of training: its step, KL to the reference and reward gain."""
+    """One checkpoint of training: its step, KL to the reference and reward gain (with their standard
+    errors over the evaluation samples)."""
 
     step: int
     kl: float
     reward_gain: float
     train_loss: float
+    kl_stderr: float = 0.0
+    reward_gain_stderr: float = 0.0
 
 
 class ScreenResult(BaseModel):
     """The outcome of screening one loss at one beta on one seed."""
 
     fitness: float | None
+    fitness_stderr: float | None = None  # standard error of the fitness from evaluation sampling
     degenerate: str | None = None
     beta: float
     seed: int
@@ -53,30 +58,9 @@ class ScreenResult(BaseModel):
     final_kl: float | None = None
     final_reward_gain: float | None = None
     preference_accuracy: float | None = None  # implicit-reward accuracy on the training pairs at the end
+    margin_mean: float | None = None  # mean margin (nats) on the training pairs at the end
+    margin_std: float | None = None  # its spread over the pairs (nats)
     seconds: float = 0.0
-
-
-def fitness_at_budget(path: list[tuple[float, float]], kl_budget: float) -> float:
-    """Best reward gain on the trained checkpoints `path` = [(kl, gain), ...] within the KL budget.
-
-    The path starts at the reference (0, 0), which is not itself a candidate (the score is of a trained
-    policy, so a harmful loss scores below 0). Checkpoints within the budget count as they are; at the
-    first checkpoint beyond it, the straight line from the previous point is read at the budget, and
-    the rest of the path is ignored.
-    """
-    if not path:
-        raise ValueError("fitness_at_budget needs at least one checkpoint")
-    readings: list[float] = []
-    previous_kl, previous_gain = 0.0, 0.0
-    for kl, gain in path:
-        if kl <= kl_budget:
-            readings.append(gain)
-            previous_kl, previous_gain = kl, gain
-            continue
-        fraction = (kl_budget - previous_kl) / (kl - previous_kl)
-        readings.append(previous_gain + fraction * (gain - previous_gain))
-        break
-    return max(readings)
 
 
 def _policy_logps(policy: torch.nn.Module, prompts: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor):
@@ -94,10 +78,11 @@ def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Modu
     policy.eval()
     with torch.no_grad():
         completions = sample_completions(policy, prompts, task.config.completion_len, generator)
-        reward = task.world.reward(prompts, completions).mean()
-        kl = sequence_kl(policy, reference, prompts, completions).mean()
+        reward = task.world.reward(prompts, completions)
+        kl = sequence_kl(policy, reference, prompts, completions)
     policy.train()
-    return float(kl), float(reward) - task.reference_reward
+    root_n = math.sqrt(len(prompts))
+    return float(kl.mean()), float(reward.mean()) - task.reference_reward, float(kl.std()) / root_n, float(reward.std()) / root_n
 
 
 def _checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
@@ -131,8 +116,13 @@ def screen(
         index = order[cursor : cursor + settings.batch_pairs]
         cursor += settings.batch_pairs
         chosen_logps, rejected_logps = _policy_logps(policy, task.train_prompts[index], task.chosen[index], task.rejected[index])
+        scale = settings.logp_scale
         losses = loss_fn(
-            chosen_logps, rejected_logps, task.reference_chosen_logps[index], task.reference_rejected_logps[index], settings.beta
+            chosen_logps * scale,
+            rejected_logps * scale,
+            task.reference_chosen_logps[index] * scale,
+            task.reference_rejected_logps[index] * scale,
+            settings.beta,
         )
         if not isinstance(losses, torch.Tensor) or losses.shape != (len(index),):
             shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
@@ -147,10 +137,15 @@ def screen(
             return ScreenResult(fitness=None, degenerate=f"non-finite gradient at step {step}", path=path, **result)
         optimiser.step()
         if step in evaluate_at:
-            kl, gain = _evaluate(task, policy, reference, settings, len(path))
+            kl, gain, kl_stderr, gain_stderr = _evaluate(task, policy, reference, settings, len(path))
             if not (math.isfinite(kl) and math.isfinite(gain)):
                 return ScreenResult(fitness=None, degenerate=f"non-finite evaluation at step {step}", path=path, **result)
-            path.append(PathPoint(step=step, kl=kl, reward_gain=gain, train_loss=float(loss.detach())))
+            path.append(
+                PathPoint(
+                    step=step, kl=kl, reward_gain=gain, train_loss=float(loss.detach()),
+                    kl_stderr=kl_stderr, reward_gain_stderr=gain_stderr,
+                )
+            )
         if progress is not None:
             progress(step, settings.steps)
     with torch.no_grad():
@@ -163,13 +158,17 @@ def screen(
         rejected_logps = torch.cat([r for _, r in parts])
         margin = (chosen_logps - task.reference_chosen_logps) - (rejected_logps - task.reference_rejected_logps)
         accuracy = float((margin > 0).float().mean())
-    fitness = fitness_at_budget([(p.kl, p.reward_gain) for p in path], settings.kl_budget)
+        margin_mean, margin_std = float(margin.mean()), float(margin.std())
+    points = [(p.kl, p.reward_gain) for p in path]
     return ScreenResult(
-        fitness=fitness,
+        fitness=frontier_reading(points, settings.kl_budget),
+        fitness_stderr=sampling_stderr(points, [(p.kl_stderr, p.reward_gain_stderr) for p in path], settings.kl_budget, seed=task.seed),
         path=path,
         final_kl=path[-1].kl,
         final_reward_gain=path[-1].reward_gain,
         preference_accuracy=accuracy,
+        margin_mean=margin_mean,
+        margin_std=margin_std,
         seconds=time.perf_counter() - started,
         **result,
     )

@@ -17,6 +17,8 @@ def report_text(candidate: Candidate) -> Text:
     text.append(f"  [{candidate.status}]")
     if candidate.fitness is not None:
         text.append(f"  fitness {candidate.fitness:+.4f}")
+        if candidate.fitness_stderr is not None:  # the noise floor, read as the search reads it
+            text.append(f" +- {candidate.fitness_stderr:.4f}")
     text.append("\n")
     if candidate.thought:
         text.append(candidate.thought.strip() + "\n", style="italic")

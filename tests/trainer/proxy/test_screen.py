@@ -1,4 +1,4 @@
-"""Screening a loss: the fitness definition, determinism, and degenerate losses."""
+"""Screening a loss: determinism, the path and its noise, and degenerate losses (the fitness reading: test_fitness.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,23 +7,7 @@ import torch
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
 from lossforge.trainer.proxy.leaderboard import anti_dpo
-from lossforge.trainer.proxy.screen import fitness_at_budget, screen
-
-
-def test_fitness_reads_checkpoints_within_the_budget() -> None:
-    assert fitness_at_budget([(0.2, 0.3), (0.5, 0.6)], kl_budget=1.0) == pytest.approx(0.6)
-    assert fitness_at_budget([(0.2, 0.3), (0.5, 0.2)], kl_budget=1.0) == pytest.approx(0.3)
-
-
-def test_fitness_interpolates_where_the_path_crosses_the_budget() -> None:
-    # from (0.5, 0.6) to (1.5, 1.0): at KL 1.0 the gain is 0.8; later points are ignored
-    assert fitness_at_budget([(0.5, 0.6), (1.5, 1.0), (0.9, 5.0)], kl_budget=1.0) == pytest.approx(0.8)
-    # first checkpoint already beyond: read on the line from the reference (0, 0)
-    assert fitness_at_budget([(4.0, 2.0)], kl_budget=1.0) == pytest.approx(0.5)
-
-
-def test_harmful_paths_score_below_zero() -> None:
-    assert fitness_at_budget([(0.1, -0.2), (0.3, -0.5)], kl_budget=1.0) == pytest.approx(-0.2)
+from lossforge.trainer.proxy.screen import screen
 
 
 @pytest.fixture(scope="module")

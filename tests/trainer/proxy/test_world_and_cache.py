@@ -53,7 +53,18 @@ def test_other_settings_or_seed_get_another_cache_file(tiny_proxy, cache_dir) ->
     assert task_cache_path(tiny_proxy.world, 12, cache_dir) != task_cache_path(tiny_proxy.world, 11, cache_dir)
 
 
-def test_preference_labels_follow_the_hidden_reward_with_noise(tiny_proxy, cache_dir) -> None:
+def test_preference_labels_follow_the_hidden_reward(tiny_proxy, cache_dir) -> None:
+    # the default: near-deterministic labels, as a classifier labels the paper's IMDb pairs
     task = load_task(tiny_proxy.world, 11, cache_dir)
-    agreement = task.stats["label_agreement_with_true_reward"]
-    assert 0.55 < agreement < 0.95  # informative but noisy (Bradley-Terry plus flipped labels)
+    assert task.stats["label_agreement_with_true_reward"] > 0.93
+    # the noisy regime (Bradley-Terry at temperature 0.5 plus flipped labels): informative but noisy
+    noisy = load_task(tiny_proxy.world.model_copy(update={"bt_temperature": 0.5, "label_noise": 0.1}), 11, cache_dir)
+    assert 0.55 < noisy.stats["label_agreement_with_true_reward"] < 0.9
+
+
+def test_a_misspecified_labelling_reward_agrees_less_with_the_true_one(tiny_proxy, cache_dir) -> None:
+    base = load_task(tiny_proxy.world, 11, cache_dir)
+    other = load_task(tiny_proxy.world.model_copy(update={"reward_misspecification": 0.8}), 11, cache_dir)
+    # the same SFT reference (the labels change, nothing else)
+    assert torch.allclose(other.reference_state["transformer.wte.weight"], base.reference_state["transformer.wte.weight"], atol=1e-4)
+    assert other.stats["label_agreement_with_true_reward"] < base.stats["label_agreement_with_true_reward"] - 0.1
