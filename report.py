@@ -124,10 +124,10 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def plot_frontier(frontier: dict[str, dict[float, dict[str, Any] | None]], kl_budget: float | None, path: Path) -> None:
-    """Per loss: every checkpoint at every beta (marker per beta), the frontier fitted to each beta's path
-    as the search fits it (`trainer.proxy.fitness.fit_frontier`, thin line) and its reading (the fitness,
-    a star); the thick line is the upper envelope over all betas."""
-    from lossforge.trainer.proxy.fitness import fit_frontier
+    """Per loss: every checkpoint at every beta (marker per beta), each beta's path (thin line) and its
+    fitness reading at the KL budget (a star, read as the search reads it:
+    `trainer.proxy.fitness.frontier_reading`); the thick line is the upper envelope over all betas."""
+    from lossforge.trainer.proxy.fitness import frontier_reading
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     markers = ["o", "s", "^", "D", "v", "P", "X"]
@@ -142,11 +142,9 @@ def plot_frontier(frontier: dict[str, dict[float, dict[str, Any] | None]], kl_bu
             points += list(zip(xs, ys))
             ax.scatter(xs, ys, s=14, color=color, alpha=0.45, marker=markers[betas.index(beta) % len(markers)])
             if xs and kl_budget:
-                fit = fit_frontier(list(zip(xs, ys)), kl_budget)
-                grid = [fit.kl_reached * i / 40 for i in range(41)]
-                ax.plot(grid, [fit.gain(k) for k in grid], color=color, linewidth=0.8, alpha=0.6)
-                read_at = min(kl_budget, fit.kl_reached)
-                ax.scatter([read_at], [fit.gain(read_at)], s=60, color=color, marker="*", zorder=3)
+                ax.plot([0.0] + xs, [0.0] + ys, color=color, linewidth=0.8, alpha=0.6)
+                reading = frontier_reading(list(zip(xs, ys)), kl_budget)
+                ax.scatter([min(kl_budget, max(xs))], [reading], s=60, color=color, marker="*", zorder=3)
         envelope = pareto([(0.0, 0.0)] + points)
         if envelope:
             ax.plot(*zip(*envelope), color=color, linestyle="--" if name in ("dpo", "discopop") else "-", label=name)
@@ -374,9 +372,9 @@ def write_report(
     frontier_text = [
         f"Each of the top {min(frontier_k, len(top))} losses, DPO and DiscoPOP trained again at beta "
         + ", ".join(f"{b:g}" for b in betas)
-        + " on the run's own proxy settings (seed and world). Points: the checkpoints (marker: beta); thin lines: the frontier"
-        " fitted to each beta's path, read at the KL budget (dotted) or where the loss stopped (stars: the fitness, read as the"
-        " search reads it); thick lines: the upper envelope over all betas. Fitness +- its sampling standard error; a difference"
+        + " on the run's own proxy settings (seed and world). Points: the checkpoints (marker: beta); thin lines: each"
+        " beta's path, read at the KL budget (dotted) or where the loss stopped (stars: the fitness, read as the search reads"
+        " it); thick lines: the upper envelope over all betas. Fitness +- its sampling standard error; a difference"
         " under twice the combined errors is noise."
     ]
     if frontier_errors:

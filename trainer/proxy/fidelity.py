@@ -11,8 +11,8 @@ before any calibration:
 * **Reward at matched KL.** For each pair of losses whose published endpoints (one per beta) overlap in
   KL, the published order of reward at the middle of the overlap (linear interpolation between a loss's
   two endpoints); a difference below ``REWARD_TIE`` is a tie and is not scored. On the proxy, at each
-  beta, both losses' fitted frontiers (`fitness.fit_frontier`) are read at the smaller of their two final
-  KLs, where both were measured.
+  beta, the loss that ends at the lower KL is read at its endpoint and the other on its measured path
+  where it first reaches that KL (no fitted curve: what was measured).
 
 ``agreement`` is the share of scored comparisons whose proxy order (the sign of the mean over world
 seeds) equals the published one; each comparison also carries its standard error over seeds, so a
@@ -39,7 +39,7 @@ from pydantic import BaseModel
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
 from lossforge.trainer.proxy.config import ProxyConfig, apply_overrides
-from lossforge.trainer.proxy.fitness import Z_WIN, fit_frontier
+from lossforge.trainer.proxy.fitness import Z_WIN, reward_at_kl
 from lossforge.trainer.proxy.screen import ScreenResult, screen
 
 __all__ = [
@@ -170,12 +170,15 @@ def paper_comparisons(rows: list[PublishedRow]) -> list[Comparison]:
 
 
 def _matched_gain(result_a: ScreenResult, result_b: ScreenResult) -> float:
-    """a's fitted frontier minus b's at the smaller of their final KLs (gain units)."""
-    kl_budget = result_a.kl_budget
-    fit_a = fit_frontier([(p.kl, p.reward_gain) for p in result_a.path], kl_budget)
-    fit_b = fit_frontier([(p.kl, p.reward_gain) for p in result_b.path], kl_budget)
-    kl = min(fit_a.kl_reached, fit_b.kl_reached)
-    return fit_a.gain(kl) - fit_b.gain(kl)
+    """a's reward gain minus b's at the smaller of their final KLs: the loss that ends lower is read at its
+    endpoint, the other on its path where it first reaches that KL (as the paper compares endpoints)."""
+    path_a = [(p.kl, p.reward_gain) for p in result_a.path]
+    path_b = [(p.kl, p.reward_gain) for p in result_b.path]
+    if result_a.final_kl <= result_b.final_kl:
+        other = reward_at_kl(path_b, result_a.final_kl)
+        return result_a.final_reward_gain - (result_b.final_reward_gain if other is None else other)
+    other = reward_at_kl(path_a, result_b.final_kl)
+    return (result_a.final_reward_gain if other is None else other) - result_b.final_reward_gain
 
 
 def _stat(values: list[float]) -> tuple[float, float | None]:
@@ -190,14 +193,18 @@ def run_fidelity(
     cache_dir: Path,
     beta_scale: float = 1.0,
     progress: Callable[[str], None] | None = None,
+    speed_factor: float = 0.7,
+    speed_seeds: int = 2,
 ) -> dict[str, Any]:
     """Screen each published loss at each published beta on every seed, and score the agreement.
 
     The proxy's beta is the published beta times `beta_scale` (1: the same beta). Returns a JSON-ready
     dict: ``rows`` (published endpoint next to the proxy's final KL and reward gain, mean and standard
     error over seeds), ``comparisons``, ``agreement`` (share of scored comparisons in the published
-    order), ``checks`` (the headline findings) and ``seconds``. Raises KeyError for a published loss
-    the library lacks.
+    order), ``checks`` (the headline findings), ``speed`` (each loss's fitness with the learning rate
+    times `speed_factor` on the first `speed_seeds` seeds, against the same at the full rate: the same
+    frontier walked slower must read the same) and ``seconds``. Raises KeyError for a published loss the
+    library lacks.
     """
     started = time.perf_counter()
     losses = sorted({row.loss for row in rows})
@@ -217,6 +224,26 @@ def run_fidelity(
                 results.setdefault((loss, beta), []).append(result)
                 if progress:
                     progress(f"seed {seed} beta {beta} {loss}: final KL {result.final_kl}, gain {result.final_reward_gain}")
+    speed: list[dict[str, Any]] = []
+    for seed in seeds[:speed_seeds]:
+        task = load_task(config.world, seed, cache_dir)
+        for beta in betas:
+            settings = apply_overrides(config.screen, {"beta": beta * beta_scale, "lr": config.screen.lr * speed_factor})
+            for loss in losses:
+                runs = results.get((loss, beta))
+                if not runs:
+                    continue
+                slow = screen(LIBRARY[PAPER_TO_LIBRARY[loss]], task, settings)
+                fast = runs[seeds.index(seed)]
+                speed.append({"loss": loss, "beta": beta, "seed": seed, "fitness": fast.fitness, "fitness_slower": slow.fitness,
+                              "final_kl": fast.final_kl, "final_kl_slower": slow.final_kl})
+                if progress:
+                    progress(f"seed {seed} beta {beta} {loss} at lr x{speed_factor}: fitness {slow.fitness} (x1: {fast.fitness})")
+    speed_summary = {}
+    for loss in losses:
+        differences = [r["fitness_slower"] - r["fitness"] for r in speed if r["loss"] == loss and None not in (r["fitness"], r["fitness_slower"])]
+        if differences:
+            speed_summary[loss] = {"mean_difference": statistics.fmean(differences), "max_abs_difference": max(map(abs, differences)), "n": len(differences)}
     out_rows = []
     for row in rows:
         runs = results[(row.loss, row.beta)]
@@ -293,5 +320,6 @@ def run_fidelity(
         "world": config.world.model_dump(),
         "rows": out_rows,
         "comparisons": [c.model_dump() for c in comparisons],
+        "speed": {"lr_factor": speed_factor, "by_loss": speed_summary, "rows": speed},
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lossforge.trainer.proxy.build import ProxyTask, load_task
 from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig, apply_overrides, unknown_screen_fields
+from lossforge.trainer.proxy.fitness import is_win
 from lossforge.trainer.proxy.screen import LossFn, screen
 
 __all__ = [
@@ -98,9 +99,9 @@ class HeldOutConfig(_Strict):
 #: the steps (set from the search's own steps by ``condition_screen`` when ``steps`` is not given).
 DEFAULT_CONDITIONS: tuple[HeldOutCondition, ...] = (
     HeldOutCondition(name="search settings"),
-    HeldOutCondition(name="beta 0.05", screen={"beta": 0.05}),
-    HeldOutCondition(name="beta 0.3", screen={"beta": 0.3}),
-    HeldOutCondition(name="label noise 0.25", extra_label_noise=0.1875),  # 0.1 base -> 0.25 total
+    HeldOutCondition(name="beta 0.025", screen={"beta": 0.025}),  # half the search's lower beta (0.05)
+    HeldOutCondition(name="beta 0.2", screen={"beta": 0.2}),  # twice its upper one (0.1)
+    HeldOutCondition(name="label noise 0.25", extra_label_noise=0.25),  # the default world's labels are clean
     HeldOutCondition(name="2x training", screen={"steps": "2x"}),
 )
 
@@ -194,7 +195,7 @@ class Comparison(BaseModel):
     reference: str
     overall: Stat
     by_condition: dict[str, Stat]
-    wins_by_two_se: bool  # overall mean > 2 standard errors above 0
+    wins_by_two_se: bool  # overall mean above 0 beyond the noise floor (fitness.is_win: Z_WIN = 2 standard errors)
     seeds_won: int  # held-out seeds where the label's per-seed mean is higher
 
 
@@ -212,7 +213,7 @@ class HeldOutResult(BaseModel):
         by_condition = {
             name: stat([(x or 0.0) - (y or 0.0) for x, y in zip(a.fitness[name], b.fitness[name])]) for name in a.fitness
         }
-        wins = overall.mean is not None and overall.stderr is not None and overall.mean > 2 * overall.stderr
+        wins = overall.mean is not None and overall.stderr is not None and is_win(overall.mean, overall.stderr, 0.0, None)
         return Comparison(
             label=label,
             reference=reference,
