@@ -84,12 +84,12 @@ def test_held_out_seeds_must_never_be_search_seeds() -> None:
 
 
 def test_a_held_out_condition_the_search_reads_is_refused() -> None:
-    # The bench's search reads beta 0.1 and 0.2 (BENCH_FITNESS); a held-out beta 0.2 would not be held out.
-    leak = HeldOutConfig(conditions=[HeldOutCondition(name="beta 0.2", screen={"beta": 0.2})])
-    with pytest.raises(ValueError, match="'beta 0.2' is one of the search's \\[proxy.fitness\\] variants"):
+    # The bench's search reads beta 0.05 and 0.1 (BENCH_FITNESS); a held-out beta 0.1 would not be held out.
+    leak = HeldOutConfig(conditions=[HeldOutCondition(name="beta 0.1", screen={"beta": 0.1})])
+    with pytest.raises(ValueError, match="'beta 0.1' is one of the search's \\[proxy.fitness\\] variants"):
         DiscoveryBenchConfig(heldout=leak)
-    config = DiscoveryBenchConfig()  # the documented bench: held-out betas 0.05 and 0.3, never searched
-    assert [s.beta for s in config.run.proxy.fitness.settings(config.run.proxy.screen)] == [0.1, 0.2]
+    config = DiscoveryBenchConfig()  # the documented bench: held-out betas 0.025 and 0.2, never searched
+    assert [s.beta for s in config.run.proxy.fitness.settings(config.run.proxy.screen)] == [0.05, 0.1]
 
 
 def test_a_partial_bench_config_keeps_the_bench_world(tmp_path) -> None:

@@ -23,10 +23,10 @@ def test_a_lazy_min_over_betas_keeps_the_top_k_exact(tmp_path, tiny_run_config) 
     assert len(complete) >= k and skipped, "with k=2 over 8 library losses some second screens are skipped"
     for c in complete:
         readings = c.result["readings"]
-        assert [r["beta"] for r in readings] == [pytest.approx(0.1), pytest.approx(0.3)]
+        assert [r["beta"] for r in readings] == [pytest.approx(0.05), pytest.approx(0.3)]
         assert c.fitness == pytest.approx(min(r["fitness"] or 0.0 for r in readings))
     for c in skipped:
-        assert [r["beta"] for r in c.result["readings"]] == [pytest.approx(0.1)]
+        assert [r["beta"] for r in c.result["readings"]] == [pytest.approx(0.05)]
         assert c.fitness == c.result["readings"][0]["fitness"]
 
     top = sorted(evaluated, key=lambda c: (-c.fitness, c.id))[:k]
@@ -44,7 +44,7 @@ def test_lazy_top_k_zero_screens_every_variant(tmp_path, tiny_run_config) -> Non
     evaluated = [c for c in Archive(tmp_path / "archive.sqlite", readonly=True).all() if c.fitness is not None]
     assert len(evaluated) == 3
     for c in evaluated:
-        assert c.result["complete"] and [r["beta"] for r in c.result["readings"]] == [pytest.approx(0.1), pytest.approx(0.3)]
+        assert c.result["complete"] and [r["beta"] for r in c.result["readings"]] == [pytest.approx(0.05), pytest.approx(0.15)]  # 3x the screen's 0.05
 
 
 def test_the_readings_reach_the_reflection_and_the_prompt() -> None:

@@ -44,7 +44,7 @@ def test_settings_that_change_fitness_are_refused_on_resume(tmp_path, tiny_run_c
     before = (tmp_path / "archive.sqlite").read_bytes()
     changed = tiny_run_config.model_copy(deep=True)
     changed.proxy.screen.beta = 0.5
-    with pytest.raises(ConfigMismatch, match="proxy.screen.beta: 0.1 in the run directory, 0.5 now"):
+    with pytest.raises(ConfigMismatch, match="proxy.screen.beta: 0.05 in the run directory, 0.5 now"):
         run_search(tmp_path, changed)
     assert (tmp_path / "archive.sqlite").read_bytes() == before
 

@@ -40,25 +40,25 @@ def _proxy(**fitness: Any) -> ProxyConfig:
 
 
 def test_without_variants_it_is_one_screen() -> None:
-    sandbox = ScriptedSandbox({0.1: 0.8})
+    sandbox = ScriptedSandbox({0.05: 0.8})
     outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[]), 0, "/tmp", 10.0)
-    assert (outcome.status, outcome.fitness, sandbox.betas) == ("evaluated", 0.8, [0.1])
+    assert (outcome.status, outcome.fitness, sandbox.betas) == ("evaluated", 0.8, [0.05])
     assert "readings" not in outcome.result
 
 
 def test_by_default_the_fitness_is_the_worst_case_of_beta_and_twice_beta() -> None:
-    sandbox = ScriptedSandbox({0.1: 0.8, 0.2: 0.7})
+    sandbox = ScriptedSandbox({0.05: 0.8, 0.1: 0.7})
     outcome = screen_for_fitness(sandbox, CODE, _proxy(), 0, "/tmp", 10.0)
-    assert sandbox.betas == [0.1, 0.2] and outcome.fitness == 0.7
+    assert sandbox.betas == [0.05, 0.1] and outcome.fitness == 0.7
 
 
 @pytest.mark.parametrize("aggregate, expected", [("min", 0.5), ("mean", 0.65)])
 def test_the_readings_are_aggregated(aggregate: str, expected: float) -> None:
-    sandbox = ScriptedSandbox({0.1: 0.8, 0.2: 0.5})
-    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.2}], aggregate=aggregate), 0, "/tmp", 10.0)
+    sandbox = ScriptedSandbox({0.05: 0.8, 0.1: 0.5})
+    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.1}], aggregate=aggregate), 0, "/tmp", 10.0)
     assert outcome.fitness == pytest.approx(expected)
-    assert sandbox.betas == [0.1, 0.2]
-    assert [r["beta"] for r in outcome.result["readings"]] == [0.1, 0.2]
+    assert sandbox.betas == [0.05, 0.1]
+    assert [r["beta"] for r in outcome.result["readings"]] == [0.05, 0.1]
     assert [r["fitness"] for r in outcome.result["readings"]] == [0.8, 0.5]
     assert outcome.result["complete"] is True and outcome.result["aggregate"] == aggregate
     assert outcome.result["fitness"] == pytest.approx(expected)  # the same as the archive's fitness column
@@ -66,32 +66,32 @@ def test_the_readings_are_aggregated(aggregate: str, expected: float) -> None:
 
 
 def test_a_first_reading_below_the_threshold_skips_the_variants() -> None:
-    sandbox = ScriptedSandbox({0.1: 0.6, 0.2: 0.9})
-    proxy = _proxy(variants=[{"beta": 0.2}])
+    sandbox = ScriptedSandbox({0.05: 0.6, 0.1: 0.9})
+    proxy = _proxy(variants=[{"beta": 0.1}])
     skipped = screen_for_fitness(sandbox, CODE, proxy, 0, "/tmp", 10.0, threshold=0.7)
-    assert sandbox.betas == [0.1]  # min(0.6, anything) < 0.7: the variant cannot matter
+    assert sandbox.betas == [0.05]  # min(0.6, anything) < 0.7: the variant cannot matter
     assert skipped.fitness == 0.6 and skipped.result["complete"] is False
-    screened = screen_for_fitness(ScriptedSandbox({0.1: 0.6, 0.2: 0.9}), CODE, proxy, 0, "/tmp", 10.0, threshold=0.5)
+    screened = screen_for_fitness(ScriptedSandbox({0.05: 0.6, 0.1: 0.9}), CODE, proxy, 0, "/tmp", 10.0, threshold=0.5)
     assert screened.fitness == 0.6 and screened.result["complete"] is True
 
 
 def test_the_mean_never_skips() -> None:
-    sandbox = ScriptedSandbox({0.1: 0.6, 0.2: 0.9})
-    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.2}], aggregate="mean"), 0, "/tmp", 10.0, threshold=0.7)
-    assert sandbox.betas == [0.1, 0.2] and outcome.fitness == pytest.approx(0.75)
+    sandbox = ScriptedSandbox({0.05: 0.6, 0.1: 0.9})
+    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.1}], aggregate="mean"), 0, "/tmp", 10.0, threshold=0.7)
+    assert sandbox.betas == [0.05, 0.1] and outcome.fitness == pytest.approx(0.75)
 
 
 def test_a_variant_that_fails_reads_zero_with_its_reason() -> None:
-    proxy = _proxy(variants=[{"beta": 0.2}, {"beta": 0.3}], aggregate="mean")
-    sandbox = ScriptedSandbox({0.1: 0.9, 0.2: "degenerate", 0.3: SandboxError("timeout", "took longer than 10 s")})
+    proxy = _proxy(variants=[{"beta": 0.1}, {"beta": 0.2}], aggregate="mean")
+    sandbox = ScriptedSandbox({0.05: 0.9, 0.1: "degenerate", 0.2: SandboxError("timeout", "took longer than 10 s")})
     outcome = screen_for_fitness(sandbox, CODE, proxy, 0, "/tmp", 10.0)
-    assert outcome.status == "evaluated" and outcome.fitness == pytest.approx(0.3)
+    assert outcome.status == "evaluated" and outcome.fitness == pytest.approx(0.3)  # (0.9 + 0 + 0) / 3
     degenerate, failed = outcome.result["readings"][1:]
     assert degenerate["status"] == "degenerate" and "non-finite loss" in degenerate["error"]
     assert failed["status"] == "failed" and failed["error"].startswith("timeout")
 
 
 def test_a_failing_first_reading_is_the_outcome_as_it_is() -> None:
-    sandbox = ScriptedSandbox({0.1: "degenerate", 0.2: 0.9})
-    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.2}]), 0, "/tmp", 10.0)
-    assert outcome.status == "degenerate" and outcome.fitness is None and sandbox.betas == [0.1]
+    sandbox = ScriptedSandbox({0.05: "degenerate", 0.1: 0.9})
+    outcome = screen_for_fitness(sandbox, CODE, _proxy(variants=[{"beta": 0.1}]), 0, "/tmp", 10.0)
+    assert outcome.status == "degenerate" and outcome.fitness is None and sandbox.betas == [0.05]

@@ -60,7 +60,7 @@ def test_it_spends_the_runs_saved_budget_and_adds_to_it(tmp_path, context, monke
     assert result.name == "hinge_margin" and result.proposer == "llm" and result.step == 2
     assert "try a hinge" in server.chat_requests[0].prompt_text()
     # the run's fitness reads two betas (the default [proxy.fitness]); the tool tells the LLM as the search does
-    assert "the worst (lowest) of the readings at beta 0.1, 0.2" in server.chat_requests[0].prompt_text()
+    assert "the worst (lowest) of the readings at beta 0.05, 0.1" in server.chat_requests[0].prompt_text()
     spent = saved_budget(tmp_path / "run")
     assert spent["calls"] == 4 and spent["usd"] == pytest.approx(0.04)  # $0.03 before, $0.01 this call
     assert [c.name for c in Archive(tmp_path / "run" / "archive.sqlite", readonly=True).all()] == ["dpo", "ipo"]
