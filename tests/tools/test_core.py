@@ -32,7 +32,8 @@ class ScriptedSandbox:
             raise answer
         if answer == "degenerate":
             return {"fitness": None, "degenerate": "non-finite loss at step 3", "beta": beta, "path": []}
-        return {"fitness": answer, "beta": beta, "final_kl": 1.0, "final_reward_gain": answer, "path": []}
+        # a standard error that names the beta, so a test can see which reading's error was kept
+        return {"fitness": answer, "fitness_stderr": beta / 10, "beta": beta, "final_kl": 1.0, "final_reward_gain": answer, "path": []}
 
 
 def _proxy(**fitness: Any) -> ProxyConfig:
@@ -73,6 +74,20 @@ def test_a_first_reading_below_the_threshold_skips_the_variants() -> None:
     assert skipped.fitness == 0.6 and skipped.result["complete"] is False
     screened = screen_for_fitness(ScriptedSandbox({0.05: 0.6, 0.1: 0.9}), CODE, proxy, 0, "/tmp", 10.0, threshold=0.5)
     assert screened.fitness == 0.6 and screened.result["complete"] is True
+
+
+def test_the_fitness_carries_the_standard_error_of_its_reading() -> None:
+    # min: the error of the lowest reading (beta 0.1's); mean: that of the mean of independent readings
+    low = screen_for_fitness(ScriptedSandbox({0.05: 0.8, 0.1: 0.5}), CODE, _proxy(variants=[{"beta": 0.1}]), 0, "/tmp", 10.0)
+    assert low.result["fitness_stderr"] == pytest.approx(0.01)
+    assert [r["fitness_stderr"] for r in low.result["readings"]] == [pytest.approx(0.005), pytest.approx(0.01)]
+    mean = screen_for_fitness(
+        ScriptedSandbox({0.05: 0.8, 0.1: 0.5}), CODE, _proxy(variants=[{"beta": 0.1}], aggregate="mean"), 0, "/tmp", 10.0
+    )
+    assert mean.result["fitness_stderr"] == pytest.approx((0.005**2 + 0.01**2) ** 0.5 / 2)
+    # a lazily skipped variant: the first reading and its own error
+    skipped = screen_for_fitness(ScriptedSandbox({0.05: 0.6, 0.1: 0.9}), CODE, _proxy(variants=[{"beta": 0.1}]), 0, "/tmp", 10.0, threshold=0.7)
+    assert skipped.result["fitness_stderr"] == pytest.approx(0.005)
 
 
 def test_the_mean_never_skips() -> None:

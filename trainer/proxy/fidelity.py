@@ -131,8 +131,13 @@ def _sign(value: float, tie: float) -> int:
 
 
 def _interpolate(points: list[tuple[float, float]], kl: float) -> float:
-    (k0, r0), (k1, r1) = sorted(points)[:2]
-    return r0 + (kl - k0) * (r1 - r0) / (k1 - k0)
+    """The published frontier of one loss (its endpoints across betas, sorted by KL) read at `kl`, linear
+    between the two endpoints around it (`kl` lies within their range)."""
+    ordered = sorted(points)
+    for (k0, r0), (k1, r1) in zip(ordered, ordered[1:]):
+        if k0 <= kl <= k1:
+            return r0 if k1 == k0 else r0 + (kl - k0) * (r1 - r0) / (k1 - k0)
+    raise ValueError(f"KL {kl} outside the endpoints {ordered}")
 
 
 def paper_comparisons(rows: list[PublishedRow]) -> list[Comparison]:
@@ -195,6 +200,7 @@ def run_fidelity(
     progress: Callable[[str], None] | None = None,
     speed_factor: float = 0.7,
     speed_seeds: int = 2,
+    scored: Callable[[Comparison], bool] | None = None,
 ) -> dict[str, Any]:
     """Screen each published loss at each published beta on every seed, and score the agreement.
 
@@ -203,8 +209,9 @@ def run_fidelity(
     error over seeds), ``comparisons``, ``agreement`` (share of scored comparisons in the published
     order), ``checks`` (the headline findings), ``speed`` (each loss's fitness with the learning rate
     times `speed_factor` on the first `speed_seeds` seeds, against the same at the full rate: the same
-    frontier walked slower must read the same) and ``seconds``. Raises KeyError for a published loss the
-    library lacks.
+    frontier walked slower must read the same) and ``seconds``. `scored` picks the comparisons that count
+    in ``agreement`` (default: all; e.g. only those a calibration did not see). Raises KeyError for a
+    published loss the library lacks.
     """
     started = time.perf_counter()
     losses = sorted({row.loss for row in rows})
@@ -280,7 +287,8 @@ def run_fidelity(
         comparison.proxy_difference, comparison.proxy_stderr = mean, stderr
         comparison.proxy_order = 1 if mean > 0 else -1 if mean < 0 else 0
         comparison.significant = stderr is not None and abs(mean) > Z_WIN * stderr
-        comparison.agrees = None if comparison.paper_order == 0 else comparison.proxy_order == comparison.paper_order
+        counted = scored is None or scored(comparison)
+        comparison.agrees = None if comparison.paper_order == 0 or not counted else comparison.proxy_order == comparison.paper_order
     scored = [c for c in comparisons if c.agrees is not None]
     agreement = sum(c.agrees for c in scored) / len(scored) if scored else None
 

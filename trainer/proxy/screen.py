@@ -6,12 +6,15 @@ checkpoints, samples completions for held-out prompts to measure the mean hidden
 KL(policy || reference). Sampling uses the same random streams for every candidate (common random
 numbers), so differences between candidates are not sampling noise.
 
-Fitness (documented in the README): the *reward gain at a KL budget*. Along training the policy traces
-a path in the (KL, reward gain) plane that starts at the reference, (0, 0). We join the checkpoints by
-straight lines, cut the path where KL first exceeds the budget, and take the best reward gain on what is
-left. Reward gain is measured in standard deviations of the reference's reward. A loss that does not
-move the policy scores about 0; a loss that moves it the wrong way scores below 0; a loss that buys
-reward with too much KL is read where its path crosses the budget. A loss whose values become
+The loss sees the summed log-probs (policy and reference) times ``settings.logp_scale``: the proxy's
+short completions stand for an LLM's longer ones (calibrated with `lossforge bench fidelity`).
+
+Fitness (documented in the README; `lossforge.trainer.proxy.fitness`): the *reward gain at a matched
+KL*. Along training the policy traces a path in the (KL, reward gain) plane that starts at the
+reference, (0, 0); the dense path is read where it first reaches the KL budget (its last checkpoint if
+it never does), and ``fitness_stderr`` is that reading's standard error from evaluation sampling.
+Reward gain is measured in standard deviations of the reference's reward. A loss that does not move the
+policy scores about 0; a loss that moves it the wrong way scores below 0. A loss whose values become
 non-finite during training is degenerate: it gets no fitness and the reason is reported.
 """
 from __future__ import annotations
