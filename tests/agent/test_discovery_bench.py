@@ -96,7 +96,9 @@ def test_a_partial_bench_config_keeps_the_bench_world(tmp_path) -> None:
     path = tmp_path / "bench.toml"
     path.write_text("seeds = [5]\n[run.proxy.screen]\nsteps = 8\n")
     config = load_bench_config(path)
-    assert config.run.proxy.screen.steps == 8 and config.run.proxy.screen.lr == 3e-4
+    # the override applies, and the bench's own screen settings (not the defaults) are kept around it
+    assert config.run.proxy.screen.steps == 8
+    assert (config.run.proxy.screen.checkpoints, config.run.proxy.screen.eval_samples, config.run.proxy.screen.threads) == (6, 256, 1)
     assert config.run.proxy.world.train_pairs == 1024  # the bench world, not the default one
 
 
