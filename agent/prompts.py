@@ -338,10 +338,10 @@ def describe_outcome(
 ) -> str:
     """A compact description of one candidate's outcome (what ``reflect`` is asked about).
 
-    A difference from the best within the noise floor (`lossforge.trainer.proxy.fitness.noise_floor`)
+    A difference from the best within the noise floor (`lossforge.trainer.proxy.fitness.compare`)
     is described as level, never as a new best.
     """
-    from lossforge.trainer.proxy.fitness import is_win, noise_floor
+    from lossforge.trainer.proxy.fitness import compare
 
     lines = [f"Candidate #{view.id} `{view.name}`, status: {view.status}."]
     if _finite(view.fitness):
@@ -351,13 +351,12 @@ def describe_outcome(
             lines.append(f"Fitness {shown}; it is the first scored candidate.")
         else:
             delta = fitness - best_before
-            floor = noise_floor(view.fitness_stderr, best_before_stderr)
-            if is_win(fitness, view.fitness_stderr, best_before, best_before_stderr):
-                relation = "a new best"
-            elif abs(delta) <= floor:
-                relation = "level with the best (the difference is within the noise floor)"
-            else:
-                relation = "below the best"
+            standing, floor = compare(fitness, view.fitness_stderr, best_before, best_before_stderr)
+            relation = {
+                "win": "a new best",
+                "level": "level with the best (the difference is within the noise floor)",
+                "below": "below the best",
+            }[standing]
             lines.append(
                 f"Fitness {shown}, {relation} (best before {best_before:.4f}, difference {delta:+.4f}, noise floor {floor:.4f})."
             )

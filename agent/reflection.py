@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from lossforge.agent.archive import Candidate
 from lossforge.agent.prompts import readings_line
-from lossforge.trainer.proxy.fitness import is_win, noise_floor
+from lossforge.trainer.proxy.fitness import compare
 
 
 def reflect_offline(candidate: Candidate, best_before: float | None, best_before_stderr: float | None = None) -> str:
     """One or two sentences on `candidate`'s outcome relative to the best fitness before it.
 
-    A difference within the noise floor (`lossforge.trainer.proxy.fitness.noise_floor` of the two
+    A difference within the noise floor (`lossforge.trainer.proxy.fitness.compare` of the two
     fitnesses' standard errors) is called level, never a new best.
     """
     if candidate.status == "rejected":
@@ -38,9 +38,9 @@ def _relative_note(fitness: float, stderr: float | None, best_before: float | No
     if best_before is None:
         return f"First evaluated loss: fitness {shown}.{detail} it sets the bar."
     delta = fitness - best_before
-    floor = noise_floor(stderr, best_stderr)
-    if is_win(fitness, stderr, best_before, best_stderr):
+    relation, floor = compare(fitness, stderr, best_before, best_stderr)
+    if relation == "win":
         return f"New best: fitness {shown} (+{delta:.3f}, above the noise floor {floor:.3f}).{detail} its structure is worth exploiting."
-    if abs(delta) <= floor:
+    if relation == "level":
         return f"Fitness {shown}, level with the best ({delta:+.3f}, within the noise floor {floor:.3f}).{detail} not a win; a variant may still help."
     return f"Fitness {shown}, {abs(delta):.3f} below the best.{detail} keep it only as a source of diversity."

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
 from lossforge.trainer.proxy.config import ProxyConfig, apply_overrides
 from lossforge.trainer.proxy.fitness import Z_WIN, reward_at_kl
+from lossforge.trainer.proxy.heldout import stat
 from lossforge.trainer.proxy.screen import ScreenResult, screen
 
 __all__ = [
@@ -186,9 +186,10 @@ def _matched_gain(result_a: ScreenResult, result_b: ScreenResult) -> float:
     return (result_a.final_reward_gain if other is None else other) - result_b.final_reward_gain
 
 
-def _stat(values: list[float]) -> tuple[float, float | None]:
-    mean = statistics.fmean(values)
-    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None)
+def _stat(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, standard error) of `values` as the held-out evaluation computes them (`heldout.stat`)."""
+    summary = stat(values)
+    return summary.mean, summary.stderr
 
 
 def run_fidelity(
@@ -255,9 +256,9 @@ def run_fidelity(
     for row in rows:
         runs = results[(row.loss, row.beta)]
         finished = [r for r in runs if r.fitness is not None]
-        kl = _stat([r.final_kl for r in finished]) if finished else (None, None)
-        gain = _stat([r.final_reward_gain for r in finished]) if finished else (None, None)
-        fitness = _stat([r.fitness for r in finished]) if finished else (None, None)
+        kl = _stat([r.final_kl for r in finished])
+        gain = _stat([r.final_reward_gain for r in finished])
+        fitness = _stat([r.fitness for r in finished])
         out_rows.append(
             {
                 **row.model_dump(),

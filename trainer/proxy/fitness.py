@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import random
 
-__all__ = ["Z_WIN", "frontier_reading", "is_win", "noise_floor", "reward_at_kl", "sampling_stderr"]
+__all__ = ["Z_WIN", "compare", "frontier_reading", "is_win", "noise_floor", "reward_at_kl", "sampling_stderr"]
 
 #: Combined standard errors a difference must exceed to count as a win (about a 5% two-sided test).
 Z_WIN = 2.0
@@ -91,3 +91,14 @@ def noise_floor(stderr_a: float | None, stderr_b: float | None) -> float:
 def is_win(value: float, stderr: float | None, other: float, other_stderr: float | None) -> bool:
     """Whether `value` beats `other` beyond the noise floor (the one rule for a reported win)."""
     return value - other > noise_floor(stderr, other_stderr)
+
+
+def compare(value: float, stderr: float | None, other: float, other_stderr: float | None) -> tuple[str, float]:
+    """How `value` stands against `other`: ("win" | "level" | "below", the noise floor used).
+
+    "win" is `is_win`; "level" is a difference within the noise floor either way; "below" the rest.
+    """
+    floor = noise_floor(stderr, other_stderr)
+    if value - other > floor:
+        return "win", floor
+    return ("level" if abs(value - other) <= floor else "below"), floor
