@@ -93,7 +93,7 @@ def run(
     """Run (or resume) a discovery search on the CPU proxy. Headless; safe to run from cron.
 
     With an LLM and no config file: --proposer llm --model M --base-url URL [--api-key-env NAME]."""
-    from lossforge.agent.lock import RunDirectoryBusy
+    from lossforge.rundir.lock import RunDirectoryBusy
     from lossforge.agent.runner import ConfigMismatch, run_search
 
     overrides: dict[str, Any] = {
@@ -150,7 +150,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Candidates of a run (id, name, status, fitness), the best, and counts. Safe while a run is going."""
-    from lossforge.agent.archive import Archive
+    from lossforge.rundir.archive import Archive
 
     try:
         archive = Archive(run_dir / "archive.sqlite", readonly=True)
@@ -205,7 +205,7 @@ def check(
         sandbox.close()
     hint = None
     if report.failed_check == "policy":
-        from lossforge.sandbox.importer import import_hint
+        from lossforge.candidate.importer import import_hint
 
         hint = import_hint(source)
     if as_json:
@@ -226,7 +226,7 @@ def _print_check_warnings(report: Any, console: Optional[Console] = None, indent
     console = console or Console()
     beyond = report.properties.get("beyond_training_range") or []
     if beyond:
-        from lossforge.sandbox.checks import TRAINING_MARGIN_LIMIT
+        from lossforge.candidate.checks import TRAINING_MARGIN_LIMIT
 
         console.print(f"{indent}[yellow]warning[/] beyond the margins training reaches (|beta*margin| <= "
                         f"{TRAINING_MARGIN_LIMIT:g}), not a rejection: {escape(beyond[0])}"
@@ -251,7 +251,7 @@ def import_loss(
 ) -> None:
     """Bring a loss in the forms people have into the candidate form, check it in the sandbox and say what
     changed. Exit 0 if every loss imported and passed, 1 if one was refused or rejected, 2 on a usage error."""
-    from lossforge.sandbox.importer import ImportError_, import_file, parse_settings
+    from lossforge.candidate.importer import ImportError_, import_file, parse_settings
 
     if not 0 < beta <= 10:
         _fail(f"--beta must be in (0, 10], not {beta}; typical values are 0.05 to 0.5, e.g. --beta 0.1")
@@ -351,7 +351,7 @@ def report(
     frontier_top: int = typer.Option(3, "--frontier-top", min=0, help="Top losses screened again for the frontier."),
 ) -> None:
     """Write RUN_DIR/report/report.html (self-contained) and report.md with PNG plots (a run or a bench directory)."""
-    from lossforge.report import DEFAULT_BETAS, report_summary, write_report
+    from lossforge.report.run import DEFAULT_BETAS, report_summary, write_report
     from lossforge.sandbox.process import ProcessSandbox
 
     if not (run_dir / "archive.sqlite").exists() and not (run_dir / "discovery.json").exists():
@@ -375,8 +375,8 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Print (or write) one candidate as a standalone, importable Python module."""
-    from lossforge.agent.archive import Archive
-    from lossforge.export import render_export
+    from lossforge.rundir.archive import Archive
+    from lossforge.rundir.export import render_export
 
     try:
         archive = Archive(run_dir / "archive.sqlite", readonly=True)
@@ -524,7 +524,7 @@ def bench_sandbox(
     docker: Optional[bool] = typer.Option(None, "--docker/--no-docker", help="Also time the Docker backend (default: when an engine answers)."),
 ) -> None:
     """Checks per second and p50/p95 latency of full sandboxed checks (isolated and Docker backends), next to a naive fresh `python -c` per check."""
-    from lossforge.sandbox.bench import bench_sandbox as run_bench
+    from lossforge.bench.sandbox import bench_sandbox as run_bench
     from lossforge.sandbox.protocol import SandboxError
     from lossforge.trainer.losses import LIBRARY
 
@@ -616,7 +616,7 @@ def bench_proxy(
 ) -> None:
     """Seconds per candidate on the proxy (one beta, one seed), and the one-off world build."""
     from lossforge.trainer.losses import LIBRARY
-    from lossforge.trainer.proxy.bench import bench_proxy as run_bench
+    from lossforge.bench.proxy import bench_proxy as run_bench
 
     if loss not in LIBRARY:
         _fail(f"unknown loss {loss!r}; library names are: {', '.join(LIBRARY)}")
@@ -667,7 +667,7 @@ def bench_discovery(
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
 ) -> None:
     """Proposers side by side at a fixed evaluation budget, the library bar, and held-out evaluation."""
-    from lossforge.agent.discovery_bench import load_bench_config, run_discovery_bench
+    from lossforge.bench.discovery import load_bench_config, run_discovery_bench
 
     overrides: dict[str, Any] = {"evaluations": evaluations, "jobs": jobs}
     try:

@@ -43,7 +43,7 @@ class SearchConfig(_Strict):
 
     @model_validator(mode="after")
     def _seed_losses_import(self) -> "SearchConfig":
-        from lossforge.sandbox.importer import seed_problems  # ast only: no torch
+        from lossforge.candidate.importer import seed_problems  # ast only: no torch
 
         problems = seed_problems(self.seed_losses)
         if problems:

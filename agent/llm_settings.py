@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from lossforge.agent.prompts import PromptLimits
+from lossforge.proposers.llm.prompts import PromptLimits
 from lossforge.llm.cost import BudgetLimits, PriceTable
 
 __all__ = ["LLMProposerConfig", "LLMProposerSettings", "ModelChoice"]

@@ -15,15 +15,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossforge.agent.archive import EVALUATED, Archive
-from lossforge.agent.context import context_for_run, view
-from lossforge.agent.events import emit
-from lossforge.agent.proposer import Proposer
+from lossforge.rundir.archive import EVALUATED, Archive
+from lossforge.proposers.context import context_for_run, view
+from lossforge.rundir.events import emit
+from lossforge.proposers.base import Proposer
 from lossforge.agent.reflection import reflect_offline
 from lossforge.agent.state import SearchState
 from lossforge.agent.train_stage import training_note
 from lossforge.config import RunConfig
-from lossforge.sandbox.fingerprint import same_behaviour
+from lossforge.candidate.fingerprint import same_behaviour
 from lossforge.sandbox.protocol import Sandbox
 from lossforge.tools.core import check_candidate, screen_for_fitness
 
@@ -257,7 +257,7 @@ class SearchNodes:
             return None
         if self._budget_spent():  # the run stops here anyway: the offline note, no failed call logged
             return None
-        from lossforge.agent.prompts import describe_outcome
+        from lossforge.proposers.llm.prompts import describe_outcome
 
         summary = describe_outcome(view(candidate), best_before=best_before, best_before_stderr=best_before_stderr, result=candidate.result)
         try:

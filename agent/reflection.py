@@ -6,8 +6,8 @@ the proposer.
 """
 from __future__ import annotations
 
-from lossforge.agent.archive import Candidate
-from lossforge.agent.prompts import readings_line
+from lossforge.rundir.archive import Candidate
+from lossforge.proposers.llm.prompts import readings_line
 from lossforge.trainer.proxy.fitness import compare
 
 

@@ -23,13 +23,13 @@ from typing import Any, Callable, TextIO
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.events import Event, EventLog, make_event
+from lossforge.rundir.archive import Archive
+from lossforge.rundir.events import Event, EventLog, make_event
 from lossforge.agent.graph import build_graph
-from lossforge.agent.lock import RunLock
+from lossforge.rundir.lock import RunLock
 from lossforge.agent.nodes import SearchNodes
-from lossforge.agent.proposer import Proposer
-from lossforge.agent.proposers import make_proposer
+from lossforge.proposers.base import Proposer
+from lossforge.proposers.factory import make_proposer
 from lossforge.config import RunConfig
 from lossforge.sandbox.protocol import Sandbox
 from lossforge.trainer.proxy.api import prepare

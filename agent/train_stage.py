@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lossforge.agent.archive import Archive, Candidate
-from lossforge.agent.events import emit
+from lossforge.rundir.archive import Archive, Candidate
+from lossforge.rundir.events import emit
 
 __all__ = ["TrainStage", "training_note", "FINISHED"]
 

@@ -88,7 +88,7 @@ from lossforge.sandbox.isolation import (
     server_sys_path,
 )
 from lossforge.sandbox.protocol import SandboxError, traceback_tail
-from lossforge.sandbox.report import CheckReport, CheckResult
+from lossforge.candidate.report import CheckReport, CheckResult
 from lossforge.sandbox.server import NOBODY, SECRET_PATTERN, read_frame, write_frame
 from lossforge.sandbox.wire import safe_loads
 

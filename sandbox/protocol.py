@@ -4,7 +4,7 @@ What this module guarantees
 ---------------------------
 * ``Sandbox`` is the protocol every backend implements:
 
-  - ``check(code, beta=0.1) -> CheckReport``: the unit-check suite (``lossforge.sandbox.checks``) on
+  - ``check(code, beta=0.1) -> CheckReport``: the unit-check suite (``lossforge.candidate.checks``) on
     ``code``. Never raises for a bad candidate: a policy violation, a failed check, a timeout
     (check "timeout") and a crash (check "crashed") are all reports.
   - ``run(code, task, *args, timeout) -> T``: loads ``code`` under the policy and calls
@@ -23,7 +23,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
-from lossforge.sandbox.report import CheckReport
+from lossforge.candidate.report import CheckReport
 
 __all__ = ["Sandbox", "SandboxError", "SANDBOX_ERROR_KINDS", "InProcessSandbox"]
 
@@ -82,12 +82,12 @@ class InProcessSandbox:
         self.closed = False
 
     def check(self, code: str, beta: float = 0.1) -> CheckReport:
-        from lossforge.sandbox.checks import run_checks
+        from lossforge.candidate.checks import run_checks
 
         return run_checks(code, beta)
 
     def run(self, code: str, task: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        from lossforge.sandbox.policy import PolicyViolation, load_candidate
+        from lossforge.candidate.policy import PolicyViolation, load_candidate
 
         try:
             loaded = load_candidate(code)

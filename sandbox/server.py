@@ -607,11 +607,11 @@ def _child(job: dict[str, Any], result_fd: int, state: "ServerState") -> None:  
         _isolate_child(job, result_fd, state)
         mode = job["mode"]
         if mode == "check":
-            from lossforge.sandbox.checks import run_checks
+            from lossforge.candidate.checks import run_checks
 
             message = ("ok", run_checks(job["code"], job["beta"]).model_dump(), "")
         elif mode == "run":
-            from lossforge.sandbox.policy import PolicyViolation, load_candidate
+            from lossforge.candidate.policy import PolicyViolation, load_candidate
 
             try:
                 loaded = load_candidate(job["code"])
@@ -935,8 +935,8 @@ def _warm_up() -> int:
 
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    from lossforge.sandbox.checks import run_checks
-    import lossforge.sandbox.policy  # noqa: F401
+    from lossforge.candidate.checks import run_checks
+    import lossforge.candidate.policy  # noqa: F401
 
     run_checks(
         "import torch.nn.functional as F\n\n"

@@ -280,7 +280,7 @@ def _answer(name: str, code: str) -> dict:
 def test_run_with_an_llm_from_flags_alone(tmp_path, cache_dir) -> None:
     """`--proposer llm --model --base-url --api-key-env`: no [proposer.llm] anywhere (the TOML holds only the
     tiny proxy), in an interpreter without any extra, against the fake OpenAI server."""
-    from lossforge.agent.archive import Archive
+    from lossforge.rundir.archive import Archive
     from lossforge.llm.fake_server import FakeServer
     from tests.support import SIGMOID_CODE
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-FIXTURES = Path(__file__).parent / "sandbox" / "fixtures"
+FIXTURES = Path(__file__).parent / "candidate" / "fixtures"
 
 
 def lossforge(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field, ValidationError
 
-from lossforge.sandbox.report import CheckResult
+from lossforge.candidate.report import CheckResult
 from lossforge.tools.core import check_candidate, screen_candidate
 from lossforge.tools.context import (
     ToolContext,
@@ -534,7 +534,7 @@ def plot_loss(code: str, beta: float = 0.1, *, context: ToolContext | None = Non
     The curves are sampled in the sandbox. Returns the PNG's path, the PNG as base64, and the sampled
     numbers (None where a value is not finite).
     """
-    from lossforge.report import RHOS, plot_shapes
+    from lossforge.report.run import RHOS, plot_shapes
     from lossforge.sandbox.protocol import SandboxError
     from lossforge.trainer.curves import loss_curve
     from lossforge.trainer.losses import library_code
@@ -579,7 +579,7 @@ def _run_dir(run_dir: str, ctx: ToolContext) -> Path:
 
 
 def _open_archive(run_dir: str, ctx: ToolContext) -> Any:
-    from lossforge.agent.archive import Archive
+    from lossforge.rundir.archive import Archive
 
     return Archive(_run_dir(run_dir, ctx) / "archive.sqlite", readonly=True)
 
@@ -611,7 +611,7 @@ def archive_get(run_dir: str, candidate_id: int, *, context: ToolContext | None 
 
     Reads the run's archive read-only.
     """
-    from lossforge.sandbox.report import CheckReport
+    from lossforge.candidate.report import CheckReport
 
     ctx = _ctx(context)
     args = _validate(ArchiveGetInput, run_dir=run_dir, candidate_id=candidate_id)
@@ -648,8 +648,8 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
     added to the run's budget there; while a search is running in that directory it is refused (the
     search holds the budget).
     """
-    from lossforge.agent.context import context_for_run
-    from lossforge.agent.proposers import make_proposer
+    from lossforge.proposers.context import context_for_run
+    from lossforge.proposers.factory import make_proposer
     from lossforge.config import RunConfig
 
     ctx = _ctx(context)
@@ -689,8 +689,8 @@ def propose_from(run_dir: str, hint: str | None = None, *, context: ToolContext 
     if config.proposer.kind != "llm":
         proposal, proposer_name = propose()
     else:  # the run's budget, loaded from and saved to its archive, under the run's lock
-        from lossforge.agent.archive import Archive
-        from lossforge.agent.lock import RunDirectoryBusy, RunLock
+        from lossforge.rundir.archive import Archive
+        from lossforge.rundir.lock import RunDirectoryBusy, RunLock
 
         try:
             with RunLock(path):

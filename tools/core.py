@@ -35,7 +35,7 @@ __all__ = ["ScreenOutcome", "check_candidate", "screen_candidate", "screen_for_f
 
 
 def check_candidate(sandbox: Any, code: str, beta: float) -> Any:
-    """The sandbox's unit-check report (`lossforge.sandbox.report.CheckReport`) on `code` at `beta`."""
+    """The sandbox's unit-check report (`lossforge.candidate.report.CheckReport`) on `code` at `beta`."""
     return sandbox.check(code, beta=beta)
 
 

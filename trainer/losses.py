@@ -27,7 +27,7 @@ What it does not guarantee
 * The formulas are held as published, overflow included: the ``exp(-beta * margin)`` terms of discopop,
   cell and dbaql overflow to inf in float32 once beta times the margin is below about -88 (-98 for
   dbaql), as the paper's code and TRL's ``loss_type="discopop"`` do. That is far outside the margins
-  training reaches (``lossforge.sandbox.checks.TRAINING_MARGIN_LIMIT``: |beta * margin| <= 50), where
+  training reaches (``lossforge.candidate.checks.TRAINING_MARGIN_LIMIT``: |beta * margin| <= 50), where
   the check gate reports it as a warning, not a failure. The only departures are where the official
   code gives NaN for a batch of one pair (std/var of one value; see aqfl and dbaql).
 * Nothing here trains or evaluates; this is only the formulas.

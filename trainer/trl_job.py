@@ -470,8 +470,8 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
             trainer_overrides: dict[str, Any] | None = None) -> JobResult:
     """Check, train, evaluate and save one candidate; see the module docstring. Never raises for a bad
     candidate or a failed training: the error is in ``JobResult.error`` (and ``result.json``)."""
-    from lossforge.sandbox.checks import run_checks
-    from lossforge.sandbox.policy import load_candidate
+    from lossforge.candidate.checks import run_checks
+    from lossforge.candidate.policy import load_candidate
 
     start = time.perf_counter()
     out_dir = Path(job_dir or config.output_dir or "lossforge-job").expanduser().resolve()

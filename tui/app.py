@@ -23,9 +23,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header
 
-from lossforge.agent.archive import Archive, Candidate
-from lossforge.agent.events import read_events
-from lossforge.agent.steering import add_hint, toggle
+from lossforge.rundir.archive import Archive, Candidate
+from lossforge.rundir.events import read_events
+from lossforge.rundir.steering import add_hint, toggle
 from lossforge.config import RunConfig
 from lossforge.tui.budget import BudgetFigures
 from lossforge.tui.messages import SearchEvent, SearchFinished
@@ -276,7 +276,7 @@ class LossforgeApp(App):
     @work(thread=True, exclusive=True, group="plot")
     def _plot(self, candidate_id: int, name: str, code: str) -> None:
         """Sample the loss curve in the sandbox (candidate code never runs in the UI's process)."""
-        from lossforge.report import RHOS
+        from lossforge.report.run import RHOS
         from lossforge.sandbox.protocol import SandboxError
         from lossforge.trainer.curves import loss_curve
         from lossforge.trainer.losses import library_code
@@ -354,7 +354,7 @@ class LossforgeApp(App):
         self._toggle("excluded")
 
     def action_export(self) -> None:
-        from lossforge.export import render_export
+        from lossforge.rundir.export import render_export
 
         candidate_id = self.query_one(CandidatesTable).selected_id()
         if candidate_id is None or candidate_id not in self.candidates:

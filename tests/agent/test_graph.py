@@ -2,8 +2,8 @@
 the screen, and the stopping rules end the search."""
 from __future__ import annotations
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.proposer import Proposal, ProposalContext
+from lossforge.rundir.archive import Archive
+from lossforge.proposers.base import Proposal, ProposalContext
 from lossforge.agent.runner import run_search
 from lossforge.trainer.losses import library_code
 

@@ -19,8 +19,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.proposers import LLM_BUDGET_META
+from lossforge.rundir.archive import Archive
+from lossforge.proposers.factory import LLM_BUDGET_META
 from lossforge.agent.runner import run_search
 from lossforge.config import RunConfig
 from lossforge.llm.fake_server import FakeServer

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from lossforge.agent.archive import Candidate
-from lossforge.agent.context import view
-from lossforge.agent.prompts import describe_outcome
+from lossforge.rundir.archive import Candidate
+from lossforge.proposers.context import view
+from lossforge.proposers.llm.prompts import describe_outcome
 from lossforge.agent.reflection import reflect_offline
 
 _FIELDS = {f.name: None for f in dataclasses.fields(Candidate)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lossforge.agent.archive import Archive
+from lossforge.rundir.archive import Archive
 from lossforge.agent.runner import run_search
 
 
@@ -48,7 +48,7 @@ def test_lazy_top_k_zero_screens_every_variant(tmp_path, tiny_run_config) -> Non
 
 
 def test_the_readings_reach_the_reflection_and_the_prompt() -> None:
-    from lossforge.agent.prompts import readings_line
+    from lossforge.proposers.llm.prompts import readings_line
 
     complete = {
         "aggregate": "min",
@@ -66,8 +66,8 @@ def test_the_readings_reach_the_reflection_and_the_prompt() -> None:
 
 
 def test_the_llm_is_told_the_fitness_reads_several_betas() -> None:
-    from lossforge.agent.prompts import proposal_messages
-    from lossforge.agent.proposer import ProposalContext
+    from lossforge.proposers.llm.prompts import proposal_messages
+    from lossforge.proposers.base import ProposalContext
 
     robust = "\n".join(m["content"] for m in proposal_messages(ProposalContext(beta=0.1, fitness_betas=[0.1, 0.2])))
     assert "the worst (lowest) of the readings at beta 0.1, 0.2" in robust

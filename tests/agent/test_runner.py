@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.lock import RunLock
+from lossforge.rundir.archive import Archive
+from lossforge.rundir.lock import RunLock
 from lossforge.agent.runner import ConfigMismatch, run_search
 from tests.conftest import tiny_config_toml
 

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("trl")
 
-from lossforge.agent.archive import Archive  # noqa: E402
-from lossforge.agent.proposer import Proposal, ProposalContext  # noqa: E402
+from lossforge.rundir.archive import Archive  # noqa: E402
+from lossforge.proposers.base import Proposal, ProposalContext  # noqa: E402
 from lossforge.agent.runner import run_search  # noqa: E402
 from lossforge.agent.train_stage import TrainStage, training_note  # noqa: E402
 from lossforge.config import RunConfig  # noqa: E402

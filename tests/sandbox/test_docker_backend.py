@@ -176,7 +176,7 @@ def test_the_skeleton_image_is_deterministic_and_tiny() -> None:
 
 def test_bench_reports_the_docker_backend() -> None:
     require_docker_engine()
-    from lossforge.sandbox.bench import bench_sandbox
+    from lossforge.bench.sandbox import bench_sandbox
 
     result = bench_sandbox(3, naive_n=0, docker=True)
     assert result["docker"]["backend"] == "docker" and result["docker"]["n"] == 3

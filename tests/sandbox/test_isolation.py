@@ -28,7 +28,7 @@ from lossforge.sandbox.isolation import (
 )
 from lossforge.sandbox.process import ProcessSandbox
 from lossforge.sandbox.protocol import SandboxError
-from lossforge.sandbox.report import CheckReport, CheckResult
+from lossforge.candidate.report import CheckReport, CheckResult
 from lossforge.sandbox.wire import safe_loads
 
 SIG = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
@@ -224,7 +224,7 @@ def test_layers_say_what_is_in_effect() -> None:
 
 
 def test_bench_sandbox_smoke() -> None:
-    from lossforge.sandbox.bench import bench_sandbox
+    from lossforge.bench.sandbox import bench_sandbox
 
     result = bench_sandbox(3, naive_n=1, docker=False)
     assert result["isolated"]["n"] == 3 and result["naive_subprocess"]["n"] == 1

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.lock import RunLock
-from lossforge.agent.proposers import LLM_BUDGET_META
+from lossforge.rundir.archive import Archive
+from lossforge.rundir.lock import RunLock
+from lossforge.proposers.factory import LLM_BUDGET_META
 from lossforge.config import RunConfig
 from lossforge.llm.fake_server import FakeServer
 from lossforge.tools import api

@@ -16,7 +16,7 @@ KTO-pair is not in TRL 1.x: it is checked against the TRL 0.x formula (``loss_ty
 discovered losses (PADLL, AQFL, CELL, DBAQL, AQL, PFL and DiscoPOP/LRML itself; only the last is in TRL)
 are checked three ways: against the paper's formulas restated in our notation (``_paper_*``), against the
 same formulas in the form of DiscoPOP's trainer methods (our fixture
-tests/sandbox/fixtures/discopop_form/trainer_methods.py, which ``lossforge import`` is tested on), and
+tests/candidate/fixtures/discopop_form/trainer_methods.py, which ``lossforge import`` is tested on), and
 against values recorded from the published code (SakanaAI/DiscoPOP, src/alignment/gpo.py) on fixed
 inputs, losses and gradients (tests/trainer/data/discopop_published_values.json; no upstream code is kept).
 """
@@ -470,7 +470,7 @@ def test_padll_small_margin_inversion():
 PUBLISHED = json.loads((Path(__file__).parent / "data" / "discopop_published_values.json").read_text())
 
 #: Our DiscoPOP-form trainer (written for the tests from the paper's formulas, in the form of gpo.py).
-FORM_FIXTURE = Path(__file__).resolve().parents[1] / "sandbox" / "fixtures" / "discopop_form" / "trainer_methods.py"
+FORM_FIXTURE = Path(__file__).resolve().parents[1] / "candidate" / "fixtures" / "discopop_form" / "trainer_methods.py"
 
 #: Our name -> the trainer method that gpo_loss dispatches to for the paper's loss_type (gpo.py's names).
 DISCOVERED = {
@@ -552,7 +552,7 @@ def test_exp_losses_are_held_as_published_overflow_included(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_every_library_loss_passes_the_gate(name):
     """The check gate accepts every library loss as written (the published formulas, unclamped)."""
-    from lossforge.sandbox.checks import run_checks
+    from lossforge.candidate.checks import run_checks
 
     for beta in (0.05, 0.1):
         report = run_checks(library_code(name), beta=beta)

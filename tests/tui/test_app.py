@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lossforge.agent.archive import Archive
-from lossforge.agent.proposer import Proposal
+from lossforge.rundir.archive import Archive
+from lossforge.proposers.base import Proposal
 from lossforge.trainer.losses import library_code
 from lossforge.tui.app import LossforgeApp
 from lossforge.tui.screens import ConfirmStop, HintInput

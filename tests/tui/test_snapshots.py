@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lossforge.agent.archive import Archive
+from lossforge.rundir.archive import Archive
 from lossforge.config import RunConfig
 from lossforge.trainer.losses import library_code
 from lossforge.tui.app import LossforgeApp

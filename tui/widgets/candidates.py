@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from lossforge.agent.archive import Candidate
+from lossforge.rundir.archive import Candidate
 
 COLUMNS = ("gen", "id", "name", "status", "fitness", "time")
 

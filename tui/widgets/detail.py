@@ -8,7 +8,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from lossforge.agent.archive import Candidate
+from lossforge.rundir.archive import Candidate
 
 
 def report_text(candidate: Candidate) -> Text:

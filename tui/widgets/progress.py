@@ -6,7 +6,7 @@ from textual.containers import Vertical
 from textual.widgets import Label, ProgressBar
 from textual_plotext import PlotextPlot
 
-from lossforge.agent.archive import Candidate
+from lossforge.rundir.archive import Candidate
 from lossforge.tui.budget import BudgetFigures
 from lossforge.tui.widgets.gauges import BudgetGauges
 
