@@ -17,7 +17,7 @@ import torch
 
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task, task_cache_path
-from lossforge.trainer.proxy.config import ProxyConfig
+from lossforge.settings.proxy import ProxyConfig
 from lossforge.trainer.proxy.screen import screen
 
 

@@ -40,14 +40,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lossforge.evaluators.questions import Question
+from lossforge.settings.judge import GenerationSettings
 
 __all__ = [
     "ARENA_HARD_BASELINES",
     "AnswerError",
-    "GenerationSettings",
     "arena_hard_baselines",
     "answer_questions",
     "generate_answers",
@@ -74,19 +74,6 @@ ARENA_HARD_BASELINES: dict[str, str] = {
 
 class AnswerError(ValueError):
     """An answer file (or the baseline answers a run needs) that cannot be read; the message says what to do."""
-
-
-class GenerationSettings(BaseModel):
-    """How answers are sampled."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(1024, ge=1)
-    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
-    top_p: float = Field(1.0, gt=0, le=1)
-    batch_size: int = Field(8, ge=1)
-    seed: int = 0
-    system_prompt: str | None = None
 
 
 def vllm_available() -> bool:

@@ -27,21 +27,17 @@ What it guarantees
   (carrying that summary) is raised naming the failed questions. Failed calls are not cached and the rest
   are, so the same run again asks only for the failed ones.
 * The summary never contains the API key (only the name of its environment variable).
-* ``JudgeEndpoint`` is the reusable part of a run (endpoint, judge model, question files, limits) as
-  configuration (the tools' ``[judge]`` settings, the search's ``[train.judge]``);
-  ``endpoint.run(benchmark, answers=... | model_path=...)`` turns it into a ``JudgeRun``.
+* The settings (``JudgeRun``, ``JudgeSettings``, ``GenerationSettings``, and ``JudgeEndpoint``, the
+  reusable part of a run as configuration) live in ``lossforge.settings.judge``.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from lossforge.evaluators.answers import (
     AnswerError,
-    GenerationSettings,
     answer_questions,
     arena_hard_baselines,
     read_answers,
@@ -49,19 +45,16 @@ from lossforge.evaluators.answers import (
 )
 from lossforge.evaluators.judge_cache import JudgementCache
 from lossforge.evaluators.judge_prompts import JudgePrompts, JudgePromptsError, load_judge_prompts
-from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
+from lossforge.evaluators.llm_judge import MTBenchJudge, PairwiseJudge
 from lossforge.evaluators.questions import Question, load_arena_hard, load_mt_bench, mt_bench_references
 from lossforge.llm.client import LLMClient
-from lossforge.llm.cost import Budget, BudgetLimits, PriceTable
+from lossforge.llm.cost import Budget
+from lossforge.settings.judge import JudgeRun, JudgeRunError
 
-__all__ = ["JudgeEndpoint", "JudgeIncomplete", "JudgeRun", "JudgeRunError", "run_judge", "normalise_benchmark"]
+__all__ = ["JudgeIncomplete", "run_judge"]
 
 #: Where MT-Bench's reference answers live upstream (lm-sys/FastChat, fastchat/llm_judge/data/mt_bench/).
 REFERENCE_HINT = "reference_answer/gpt-4.jsonl"
-
-
-class JudgeRunError(ValueError):
-    """The inputs of a judging run cannot be used; the message says what to change."""
 
 
 class JudgeIncomplete(RuntimeError):
@@ -70,88 +63,6 @@ class JudgeIncomplete(RuntimeError):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
         self.summary = summary
-
-
-class JudgeRun(BaseModel):
-    """Everything one judging run needs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    benchmark: Literal["mt_bench", "arena_hard"]
-    questions: Path | None = Field(None, description="Question file or folder; or give hf_dataset.")
-    hf_dataset: str | None = None
-    answers: Path | None = Field(None, description="The model's answers (FastChat model_answer jsonl).")
-    model_path: Path | None = Field(None, description="Generate the answers with this model instead.")
-    answers_out: Path | None = Field(None, description="Where generated answers are written.")
-    baseline_answers: Path | None = Field(None, description="Arena-Hard: the baseline's answers.")
-    references: Path | None = Field(None, description="MT-Bench: reference answers (FastChat reference_answer/gpt-4.jsonl).")
-    judge_prompts: Path | None = Field(None, description="MT-Bench: FastChat's judge_prompts.jsonl instead of the project's prompt.")
-    limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
-    judge: JudgeSettings
-    base_url: str = "https://api.openai.com/v1"
-    api_key_env: str | None = "OPENAI_API_KEY"
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    prices: PriceTable = PriceTable()
-    budget: BudgetLimits = BudgetLimits()
-    cache: Path = Path("~/.cache/lossforge/judgements.sqlite")
-    generation: GenerationSettings = GenerationSettings()
-    bootstrap_rounds: int = Field(1000, ge=10)
-    seed: int = 0
-
-
-def normalise_benchmark(name: str) -> Literal["mt_bench", "arena_hard"]:
-    """'mt-bench' / 'mt_bench' / 'MT-Bench' -> 'mt_bench'; the same for Arena-Hard; ValueError otherwise."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in ("mt_bench", "arena_hard"):
-        raise ValueError(f"unknown benchmark {name!r}: use 'mt-bench' or 'arena-hard'")
-    return key  # type: ignore[return-value]
-
-
-class JudgeEndpoint(BaseModel):
-    """An OpenAI-compatible judge and the question sets it grades, as configuration (no API key in it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str = Field(description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1.")
-    model: str = Field(min_length=1, description="The judge model.")
-    api_key_env: str | None = Field("OPENAI_API_KEY", description="Environment variable holding the key ('' or none: no key).")
-    mt_bench_questions: Path | None = Field(None, description="FastChat MT-Bench question.jsonl (or its folder).")
-    arena_hard_questions: Path | None = Field(
-        None, description="Arena-Hard-Auto version folder (question.jsonl, model_answer/) or question file.")
-    arena_hard_baseline: Path | None = Field(
-        None, description="Arena-Hard: one baseline answer file (jsonl); none: each category's upstream baseline.")
-    mt_bench_references: Path | None = Field(
-        None, description="MT-Bench reference answers (FastChat reference_answer/gpt-4.jsonl) when not beside the questions.")
-    judge_prompts: Path | None = Field(
-        None, description="MT-Bench: FastChat's judge_prompts.jsonl, for scores comparable with published MT-Bench numbers.")
-    limit: int | None = Field(None, ge=1, description="Only the first N questions (a smoke run).")
-    max_workers: int = Field(8, ge=1, le=256)
-    timeout: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
-    cache: Path | None = Field(None, description="Judgement cache (default: beside the caller's work files).")
-    prices: PriceTable = PriceTable()
-    budget: BudgetLimits = BudgetLimits()
-    generation: GenerationSettings = GenerationSettings()
-
-    def run(self, benchmark: str, *, answers: Path | None = None, model_path: Path | None = None,
-            answers_out: Path | None = None, cache: Path | None = None) -> JudgeRun:
-        """The ``JudgeRun`` grading ``answers`` (or the answers ``model_path`` generates) on ``benchmark``."""
-        bench = normalise_benchmark(benchmark)
-        questions = self.mt_bench_questions if bench == "mt_bench" else self.arena_hard_questions
-        if questions is None:
-            key = "mt_bench_questions" if bench == "mt_bench" else "arena_hard_questions"
-            raise JudgeRunError(f"no {bench} question file configured: set the judge's {key}")
-        return JudgeRun(
-            benchmark=bench, questions=questions, answers=answers, model_path=model_path, answers_out=answers_out,
-            baseline_answers=self.arena_hard_baseline if bench == "arena_hard" else None, limit=self.limit,
-            references=self.mt_bench_references if bench == "mt_bench" else None,
-            judge_prompts=self.judge_prompts if bench == "mt_bench" else None,
-            judge=JudgeSettings(model=self.model, max_workers=self.max_workers), base_url=self.base_url,
-            api_key_env=self.api_key_env or None, timeout=self.timeout, max_retries=self.max_retries,
-            prices=self.prices, budget=self.budget, generation=self.generation,
-            cache=cache or self.cache or Path("~/.cache/lossforge/judgements.sqlite"),
-        )
 
 
 def _questions(run: JudgeRun) -> list[Question]:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Callable, Literal, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from lossforge.evaluators.judge_cache import JudgementCache, judgement_key
 from lossforge.evaluators.judge_prompts import (
@@ -53,14 +53,14 @@ from lossforge.evaluators.judge_prompts import (
     parse_verdict,
     single_messages,
 )
-from lossforge.evaluators.questions import NEEDS_REFERENCE, Question
+from lossforge.evaluators.questions import Question
 from lossforge.evaluators.winrate import bootstrap_interval, outcome, question_counts, win_rate
 from lossforge.llm.client import LLMClient, LLMError
 from lossforge.llm.cost import Budget
+from lossforge.settings.judge import JudgeSettings
 
 __all__ = [
     "JudgeFailure",
-    "JudgeSettings",
     "MTBenchJudge",
     "MTBenchScore",
     "PairwiseGame",
@@ -70,20 +70,6 @@ __all__ = [
 ]
 
 Answers = Mapping[str, Sequence[str]]
-
-
-class JudgeSettings(BaseModel):
-    """The judge model and how it is called."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(min_length=1)
-    temperature: float = Field(0.0, ge=0, le=2)
-    max_tokens: int = Field(2048, ge=16)
-    max_workers: int = Field(8, ge=1, le=256)
-    stream: bool = False
-    reference_categories: list[str] = Field(default_factory=lambda: sorted(NEEDS_REFERENCE))
-    max_failures_in_a_row: int = Field(8, ge=1, description="Stop calling after this many failed calls with no success between.")
 
 
 class JudgeFailure(BaseModel):

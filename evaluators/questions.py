@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
 
+from lossforge.settings.judge import NEEDS_REFERENCE
+
 __all__ = [
     "NEEDS_REFERENCE",
     "Question",
@@ -39,9 +41,6 @@ __all__ = [
     "mt_bench_references",
     "normalise_row",
 ]
-
-#: MT-Bench categories whose judge prompt shows the reference answer (as in FastChat).
-NEEDS_REFERENCE = frozenset({"math", "reasoning", "coding"})
 
 MT_BENCH_FILE = "question.jsonl"
 MT_BENCH_REFERENCES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.jsonl")

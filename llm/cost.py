@@ -26,12 +26,9 @@ from typing import Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from lossforge.llm.client import Usage
+from lossforge.settings.llm import BudgetLimits, PriceTable
 
-__all__ = ["Budget", "BudgetExhausted", "BudgetLimits", "BudgetState", "ModelSpend", "Price", "PriceError", "PriceTable"]
-
-
-class PriceError(ValueError):
-    """A model the price table cannot price while a dollar limit is in force."""
+__all__ = ["Budget", "BudgetExhausted", "BudgetState", "ModelSpend"]
 
 
 class BudgetExhausted(RuntimeError):
@@ -40,54 +37,6 @@ class BudgetExhausted(RuntimeError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"LLM budget exhausted: {reason}")
         self.reason = reason
-
-
-class Price(BaseModel):
-    """US dollars per one million tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    input: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
-    output: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
-
-
-class PriceTable(BaseModel):
-    """Prices per model (exact name or name prefix) and an optional default."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    models: dict[str, Price] = Field(default_factory=dict)
-    default: Price | None = None
-
-    def price(self, model: str) -> Price | None:
-        if model in self.models:
-            return self.models[model]
-        prefixes = [name for name in self.models if model.startswith(name)]
-        if prefixes:
-            return self.models[max(prefixes, key=len)]
-        return self.default
-
-    def cost(self, usage: Usage, *, strict: bool = False) -> float:
-        """USD of one call; a model without a price costs 0, or raises ``PriceError`` when ``strict``."""
-        price = self.price(usage.model)
-        if price is None:
-            if strict:
-                raise PriceError(
-                    f"no price for model {usage.model!r}: add it to the price table (USD per 1M input/output "
-                    "tokens) or set a default price"
-                )
-            return 0.0
-        return (usage.prompt_tokens * price.input + usage.completion_tokens * price.output) / 1_000_000
-
-
-class BudgetLimits(BaseModel):
-    """Limits on spending; ``None`` means no limit of that kind."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_usd: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=0)
-    max_calls: int | None = Field(None, ge=0)
 
 
 class ModelSpend(BaseModel):

@@ -65,7 +65,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from lossforge.settings.base import Strict
 
 __all__ = ["FakeServer", "RecordedRequest", "Step", "load_script", "main"]
 
@@ -75,10 +77,8 @@ DEFAULT_GARBAGE = "<html>upstream garbage \x00\x01 not json"
 DEFAULT_BAD_JSON = '{"thought": "I will try a margin loss", "name": "broken", "code": "def broken(a, b'
 
 
-class Step(BaseModel):
+class Step(Strict):
     """One scripted answer (see the module docstring for the kinds)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: Fault = "text"
     text: str = ""

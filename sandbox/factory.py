@@ -6,7 +6,7 @@ started here (the server starts on first use).
 """
 from __future__ import annotations
 
-from lossforge.config import SandboxConfig
+from lossforge.settings.sandbox import SandboxConfig
 from lossforge.sandbox.process import ProcessSandbox
 
 __all__ = ["sandbox_from_config"]

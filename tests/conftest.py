@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from lossforge.config import RunConfig
-from lossforge.trainer.proxy.config import ProxyConfig, ScreenConfig, WorldConfig
+from lossforge.settings.proxy import ProxyConfig, ScreenConfig, WorldConfig
 
 TINY_WORLD = dict(sft_sequences=1024, sft_steps=40, sft_batch=64, train_pairs=256, eval_prompts=128, reference_samples_per_prompt=2)
 TINY_SCREEN = dict(steps=12, batch_pairs=32, checkpoints=2, eval_samples=128, lr=3e-4, threads=1)

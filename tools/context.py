@@ -28,12 +28,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from lossforge.config import SandboxConfig
-from lossforge.evaluators.judge_run import JudgeEndpoint
-from lossforge.trainer.launchers.settings import LauncherSettings
-from lossforge.trainer.proxy.config import ProxyConfig
+from lossforge.settings.base import Strict
+
+from lossforge.settings.sandbox import SandboxConfig
+from lossforge.settings.judge import JudgeEndpoint
+from lossforge.settings.launcher import LauncherSettings
+from lossforge.settings.proxy import ProxyConfig
 
 __all__ = [
     "ToolError",
@@ -67,10 +69,8 @@ class ToolUnavailable(ToolError):
         )
 
 
-class TrainingSettings(BaseModel):
+class TrainingSettings(Strict):
     """How `submit_training` trains: where (launcher), what (the base job configuration), how long."""
-
-    model_config = ConfigDict(extra="forbid")
 
     launcher: LauncherSettings = LauncherSettings()
     job: dict[str, Any] | None = Field(
@@ -81,10 +81,8 @@ class TrainingSettings(BaseModel):
     time_limit_s: float = Field(6 * 3600.0, gt=0, description="A job is killed after this many seconds.")
 
 
-class ToolSettings(BaseModel):
+class ToolSettings(Strict):
     """What the tools run with. Every limit is checked before any work starts."""
-
-    model_config = ConfigDict(extra="forbid")
 
     proxy: ProxyConfig = ProxyConfig()
     cache_dir: Path = Field(Path("~/.cache/lossforge"), description="Where proxy worlds are cached (shared with runs).")
@@ -205,7 +203,7 @@ class ToolContext:
             if self._closed:
                 raise ToolError("this tool context is closed")
             if self._launcher is None:
-                from lossforge.trainer.launchers.settings import make_launcher
+                from lossforge.trainer.launchers.factory import make_launcher
 
                 try:
                     self._launcher = make_launcher(self.settings.training.launcher, self.jobs_dir())

@@ -92,7 +92,7 @@ def job_config(ctx: ToolContext, overrides: dict[str, Any] | None) -> Any:
 
 def find_job(ctx: ToolContext, job_id: str) -> Any:
     """The launcher handle of `job_id`: one submitted through this context, or one found in the jobs folder."""
-    from lossforge.trainer.launchers.settings import handle_for
+    from lossforge.trainer.launchers.factory import handle_for
 
     if not JOB_ID.match(job_id or ""):
         raise ToolInputError(f"{job_id!r} is not a job id: use the 24-hex-digit job_id that submit_training returned.")
@@ -140,7 +140,7 @@ def job_result(ctx: ToolContext, handle: Any) -> Any:
 
 
 def _endpoint_error(error: Exception) -> ToolError:
-    from lossforge.evaluators.judge_run import JudgeRunError
+    from lossforge.settings.judge import JudgeRunError
 
     if isinstance(error, JudgeRunError):
         return ToolInputError(f"cannot judge: {error}")
@@ -164,7 +164,7 @@ def _cache(ctx: ToolContext) -> Path:
 def judge_answers(ctx: ToolContext, answers: dict[str, list[str]], benchmark: str) -> dict[str, Any]:
     """Grade `answers` ({question id: [answer per turn]}) with the configured judge; the run's summary."""
     from lossforge.evaluators.answers import write_answers
-    from lossforge.evaluators.judge_run import JudgeRunError
+    from lossforge.settings.judge import JudgeRunError
 
     endpoint = ctx.settings.judge
     if endpoint is None:
@@ -182,7 +182,7 @@ def judge_answers(ctx: ToolContext, answers: dict[str, list[str]], benchmark: st
 
 def judge_job(ctx: ToolContext, handle: Any, model_dir: str, benchmark: str) -> dict[str, Any]:
     """Generate the trained model's answers (once; kept in the job directory) and grade them."""
-    from lossforge.evaluators.judge_run import JudgeRunError, normalise_benchmark
+    from lossforge.settings.judge import JudgeRunError, normalise_benchmark
 
     endpoint = ctx.settings.judge
     assert endpoint is not None

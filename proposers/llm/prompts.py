@@ -25,11 +25,11 @@ import re
 from pydantic import BaseModel, ConfigDict, Field
 
 from lossforge.proposers.base import ArchiveView, ProposalContext
+from lossforge.settings.llm import PromptLimits
 
 __all__ = [
     "PROMPT_VERSION",
     "PROPOSAL_SCHEMA",
-    "PromptLimits",
     "describe_outcome",
     "proposal_messages",
     "proposal_response_format",
@@ -55,18 +55,6 @@ PROPOSAL_SCHEMA: dict = {
 def proposal_response_format() -> dict:
     """The ``response_format`` asking for a JSON object with thought, name and code."""
     return {"type": "json_schema", "json_schema": {"name": "loss_proposal", "schema": PROPOSAL_SCHEMA, "strict": True}}
-
-
-class PromptLimits(BaseModel):
-    """How much of the archive a prompt may show."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_chars: int = Field(16_000, ge=4_000, description="Upper bound on the user message, in characters.")
-    max_code_chars: int = Field(1_800, ge=200, description="Each code listing is cut to this many characters.")
-    n_best: int = Field(3, ge=0, le=20)
-    n_diverse: int = Field(3, ge=0, le=20)
-    n_failures: int = Field(3, ge=0, le=20)
 
 
 SYSTEM_PROMPT = """\

@@ -53,7 +53,7 @@ import random
 from typing import Any, Callable
 
 from lossforge.rundir.events import emit
-from lossforge.agent.llm_settings import LLMProposerConfig, LLMProposerSettings, ModelChoice
+from lossforge.settings.llm import LLMProposerConfig, LLMProposerSettings, ModelChoice
 from lossforge.proposers.llm.prompts import (
     PROMPT_VERSION,
     proposal_messages,

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from lossforge.evaluators.judge_prompts import parse_verdict
-from lossforge.evaluators.judge_run import JudgeRun, run_judge
-from lossforge.evaluators.llm_judge import JudgeSettings
+from lossforge.evaluators.judge_run import run_judge
+from lossforge.settings.judge import JudgeRun
+from lossforge.settings.judge import JudgeSettings
 from lossforge.evaluators.questions import load_arena_hard
 from lossforge.evaluators.winrate import verdict_label
 from lossforge.llm.fake_server import FakeServer

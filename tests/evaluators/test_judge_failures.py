@@ -13,8 +13,10 @@ import pytest
 
 from lossforge.evaluators.answers import write_answers
 from lossforge.evaluators.judge_cache import JudgementCache
-from lossforge.evaluators.judge_run import JudgeIncomplete, JudgeRun, run_judge
-from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
+from lossforge.evaluators.judge_run import JudgeIncomplete, run_judge
+from lossforge.settings.judge import JudgeRun
+from lossforge.evaluators.llm_judge import MTBenchJudge, PairwiseJudge
+from lossforge.settings.judge import JudgeSettings
 from lossforge.evaluators.questions import load_arena_hard, load_mt_bench
 from lossforge.llm.client import LLMClient
 from lossforge.llm.fake_server import FakeServer

@@ -18,8 +18,9 @@ import pytest
 
 from lossforge.evaluators.answers import write_answers
 from lossforge.evaluators.judge_prompts import JudgePromptsError, load_judge_prompts
-from lossforge.evaluators.judge_run import JudgeEndpoint, JudgeRun, JudgeRunError, run_judge
-from lossforge.evaluators.llm_judge import JudgeSettings
+from lossforge.evaluators.judge_run import run_judge
+from lossforge.settings.judge import JudgeEndpoint, JudgeRun, JudgeRunError
+from lossforge.settings.judge import JudgeSettings
 from lossforge.llm.fake_server import FakeServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -13,10 +13,12 @@ import pytest
 
 from lossforge.evaluators.judge_cache import JudgementCache
 from lossforge.evaluators.judge_prompts import PROMPT_VERSION, parse_rating, parse_verdict
-from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge, PairwiseJudge
+from lossforge.evaluators.llm_judge import MTBenchJudge, PairwiseJudge
+from lossforge.settings.judge import JudgeSettings
 from lossforge.evaluators.questions import load_arena_hard, load_mt_bench
 from lossforge.llm.client import LLMClient, LLMError
-from lossforge.llm.cost import Budget, BudgetExhausted, BudgetLimits, Price, PriceTable
+from lossforge.llm.cost import Budget, BudgetExhausted
+from lossforge.settings.llm import BudgetLimits, Price, PriceTable
 from lossforge.llm.fake_server import FakeServer
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # ../shared/data beside the repository
@@ -220,7 +222,8 @@ def test_parse_verdict(text: str, expected: str | None) -> None:
 
 def test_a_judging_run_from_answer_files(tmp_path: Path) -> None:
     from lossforge.evaluators.answers import write_answers
-    from lossforge.evaluators.judge_run import JudgeRun, JudgeRunError, run_judge
+    from lossforge.evaluators.judge_run import run_judge
+    from lossforge.settings.judge import JudgeRun, JudgeRunError
 
     write_answers(tmp_path / "mine.jsonl", MT_ANSWERS, model_id="mine")
     steps = [s for s in mt_script() if any(f"ans-{q.id}-" in s["match"] for q in MT[:3])]

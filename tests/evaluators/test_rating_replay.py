@@ -20,7 +20,8 @@ import pytest
 
 from lossforge.evaluators.judge_cache import JudgementCache
 from lossforge.evaluators.judge_prompts import parse_rating
-from lossforge.evaluators.llm_judge import JudgeSettings, MTBenchJudge
+from lossforge.evaluators.llm_judge import MTBenchJudge
+from lossforge.settings.judge import JudgeSettings
 from lossforge.evaluators.questions import load_mt_bench
 from lossforge.llm.client import LLMClient
 from lossforge.llm.fake_server import FakeServer

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lossforge.llm.client import Usage
-from lossforge.llm.cost import Budget, BudgetExhausted, BudgetLimits, BudgetState, Price, PriceError, PriceTable
+from lossforge.llm.cost import Budget, BudgetExhausted, BudgetState
+from lossforge.settings.llm import BudgetLimits, Price, PriceError, PriceTable
 
 PRICES = PriceTable(models={"gpt-4o": Price(input=2.5, output=10.0), "gpt-4o-mini": Price(input=0.15, output=0.6)})
 

@@ -12,7 +12,7 @@ import pytest
 
 from lossforge.sandbox.protocol import SandboxError
 from lossforge.tools.core import screen_for_fitness
-from lossforge.trainer.proxy.config import ProxyConfig
+from lossforge.settings.proxy import ProxyConfig
 
 CODE = "def f(a, b, c, d, beta):\n    return a - b\n"
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-from lossforge.evaluators.judge_run import JudgeEndpoint  # noqa: E402
+from lossforge.settings.judge import JudgeEndpoint  # noqa: E402
 from lossforge.llm.fake_server import FakeServer  # noqa: E402
 from lossforge.sandbox.protocol import InProcessSandbox  # noqa: E402
 from lossforge.tools import api  # noqa: E402

@@ -4,10 +4,10 @@
 ``SlurmLauncher`` through submitit's local executor when submitit is installed. ``ray`` and
 ``submitit`` are optional and imported only when their launcher is used. All share the job format
 (``TrainJob``) and entry point (``python -m lossforge.trainer.job_main JOB_DIR``);
-``settings.LauncherSettings`` / ``settings.make_launcher`` build one from configuration.
+``LauncherSettings`` (``lossforge.settings.launcher``) configures one and ``factory.make_launcher``
+builds it.
 
-Names are resolved lazily, so ``lossforge.trainer.launchers.settings`` (pydantic only) can be imported
-by the configuration without importing torch.
+Names are resolved lazily, so importing this package loads neither torch, ray nor submitit.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ __all__ = ["JobHandle", "JobStatus", "Launcher", "TrainJob", "job_key", "LocalLa
 _WHERE = {
     "JobHandle": "base", "JobStatus": "base", "Launcher": "base", "TrainJob": "base", "job_key": "base",
     "LocalLauncher": "local", "RayLauncher": "ray_launcher", "SlurmLauncher": "slurm",
-    "LauncherSettings": "settings", "make_launcher": "settings",
+    "LauncherSettings": "lossforge.settings.launcher", "make_launcher": "factory",
 }
 
 
@@ -28,6 +28,6 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value
     return value

@@ -16,15 +16,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Optional, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from lossforge.settings.base import Strict
 
 from lossforge.trainer.trl_job import JobConfig, JobResult
 
 
-class TrainJob(BaseModel):
+class TrainJob(Strict):
     """One job: train ``loss_code`` with ``config``, killed after ``time_limit_s``."""
 
-    model_config = ConfigDict(extra="forbid")
     config: JobConfig
     loss_code: str
     time_limit_s: float = Field(6 * 3600.0, gt=0)

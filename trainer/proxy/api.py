@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.trainer.proxy.build import ProxyTask, load_task
-from lossforge.trainer.proxy.config import ProxyConfig, ScreenConfig, WorldConfig
+from lossforge.settings.proxy import ProxyConfig, ScreenConfig, WorldConfig
 from lossforge.trainer.proxy.screen import LossFn, ScreenResult, screen
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from filelock import FileLock
 
-from lossforge.trainer.proxy.config import WorldConfig
+from lossforge.settings.proxy import WorldConfig
 from lossforge.trainer.proxy.model import build_model, completion_logits, completion_logps, sample_completions
 from lossforge.trainer.proxy.world import BOS, World, seeded_world
 

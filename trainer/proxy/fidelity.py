@@ -37,7 +37,7 @@ from pydantic import BaseModel
 
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
-from lossforge.trainer.proxy.config import ProxyConfig, apply_overrides
+from lossforge.settings.proxy import ProxyConfig, apply_overrides
 from lossforge.trainer.proxy.fitness import Z_WIN, reward_at_kl
 from lossforge.trainer.proxy.heldout import stat
 from lossforge.trainer.proxy.screen import ScreenResult, screen

@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from lossforge.settings.base import Strict
 
 from lossforge.trainer.proxy.build import ProxyTask, load_task
-from lossforge.trainer.proxy.config import ScreenConfig, WorldConfig, apply_overrides, unknown_screen_fields
+from lossforge.settings.proxy import ScreenConfig, WorldConfig, apply_overrides, unknown_screen_fields
 from lossforge.trainer.proxy.fitness import is_win
 from lossforge.trainer.proxy.screen import LossFn, screen
 
@@ -59,11 +61,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class HeldOutCondition(_Strict):
+class HeldOutCondition(Strict):
     """One held-out condition: changes to the search's screen settings, and optional extra label noise."""
 
     name: str = Field(min_length=1)
@@ -78,7 +76,7 @@ class HeldOutCondition(_Strict):
         return self
 
 
-class HeldOutConfig(_Strict):
+class HeldOutConfig(Strict):
     """Held-out world seeds, the conditions screened on each, and the evaluation precision."""
 
     seeds: list[int] = Field(default_factory=lambda: [1000, 1001, 1002, 1003, 1004], min_length=1)

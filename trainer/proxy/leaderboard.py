@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
-from lossforge.trainer.proxy.config import ProxyConfig
+from lossforge.settings.proxy import ProxyConfig
 from lossforge.trainer.proxy.screen import ScreenResult, screen
 
 

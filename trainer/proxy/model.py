@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lossforge.trainer.proxy.config import WorldConfig
+from lossforge.settings.proxy import WorldConfig
 
 
 def build_model(config: WorldConfig, seed: int) -> GPT2LMHeadModel:

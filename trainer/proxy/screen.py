@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel
 
 from lossforge.trainer.proxy.build import ProxyTask
-from lossforge.trainer.proxy.config import ScreenConfig
+from lossforge.settings.proxy import ScreenConfig
 from lossforge.trainer.proxy.fitness import frontier_reading, sampling_stderr
 from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
 

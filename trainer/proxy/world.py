@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lossforge.trainer.proxy.config import WorldConfig
+from lossforge.settings.proxy import WorldConfig
 
 BOS = 0
 

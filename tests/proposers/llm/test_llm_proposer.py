@@ -21,11 +21,13 @@ from lossforge.proposers.llm.proposer import (
     ModelChoice,
     ProposalError,
 )
-from lossforge.proposers.llm.prompts import PromptLimits, describe_outcome, proposal_messages
+from lossforge.proposers.llm.prompts import describe_outcome, proposal_messages
+from lossforge.settings.llm import PromptLimits
 from lossforge.proposers.llm.parser import parse_proposal
 from lossforge.proposers.base import ArchiveView, ProposalContext, Proposer
 from lossforge.llm.client import LLMClient, LLMError
-from lossforge.llm.cost import Budget, BudgetLimits, Price, PriceTable
+from lossforge.llm.cost import Budget
+from lossforge.settings.llm import BudgetLimits, Price, PriceTable
 from lossforge.llm.fake_server import FakeServer
 from lossforge.candidate.checks import run_checks
 from lossforge.trainer.losses import library_code
@@ -511,7 +513,7 @@ def test_a_search_repairs_a_rejected_llm_proposal(tmp_path, tiny_run_config) -> 
 def test_the_config_section_validates_prices_and_unknown_keys() -> None:
     from pydantic import ValidationError
 
-    from lossforge.agent.llm_settings import LLMProposerConfig
+    from lossforge.settings.llm import LLMProposerConfig
 
     with pytest.raises(ValidationError, match=r"no price"):
         LLMProposerConfig.model_validate({"models": [{"name": "gpt-x"}], "budget": {"max_usd": 5}})
@@ -529,7 +531,7 @@ def test_the_config_section_validates_prices_and_unknown_keys() -> None:
 
 def test_the_factory_resumes_a_saved_budget_and_reports_every_charge() -> None:
     from lossforge.proposers.llm.proposer import make_llm_proposer
-    from lossforge.agent.llm_settings import LLMProposerConfig
+    from lossforge.settings.llm import LLMProposerConfig
 
     saved: list[dict] = []
     with FakeServer([answer()]) as server:

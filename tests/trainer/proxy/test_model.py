@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lossforge.trainer.proxy.config import WorldConfig
+from lossforge.settings.proxy import WorldConfig
 from lossforge.trainer.proxy.model import build_model, sample_completions
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from lossforge.trainer.losses import LIBRARY
 from lossforge.trainer.proxy.build import load_task
-from lossforge.trainer.proxy.config import ProxyConfig, apply_overrides
+from lossforge.settings.proxy import ProxyConfig, apply_overrides
 from lossforge.trainer.proxy.screen import screen
 
 pytestmark = pytest.mark.slow

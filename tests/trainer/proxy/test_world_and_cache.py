@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from lossforge.trainer.proxy.build import load_task, task_cache_path
-from lossforge.trainer.proxy.config import WorldConfig
+from lossforge.settings.proxy import WorldConfig
 from lossforge.trainer.proxy.world import BOS, seeded_world
 
 

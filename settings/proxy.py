@@ -11,14 +11,12 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from lossforge.settings.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WorldConfig(_Strict):
+class WorldConfig(Strict):
     """The synthetic language, its hidden reward and the preference data drawn from the reference."""
 
     vocab_size: int = Field(32, ge=8, le=512, description="Tokens in the language, BOS included.")
@@ -69,7 +67,7 @@ class WorldConfig(_Strict):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class ScreenConfig(_Strict):
+class ScreenConfig(Strict):
     """How one candidate is trained from the reference and evaluated."""
 
     beta: float = Field(0.05, gt=0, le=10, description="The loss's beta (the DiscoPOP paper's 0.05 by default).")
@@ -121,7 +119,7 @@ def apply_overrides(base: ScreenConfig, overrides: dict[str, Any]) -> ScreenConf
     return ScreenConfig(**data)
 
 
-class FitnessConfig(_Strict):
+class FitnessConfig(Strict):
     """How the search's fitness is read from one or more screens of a candidate.
 
     With no ``variants`` the fitness is the one screen's (``[proxy.screen]``). Each variant is a set of
@@ -179,7 +177,7 @@ class FitnessConfig(_Strict):
         return sum(se * se for se in stderrs) ** 0.5 / len(stderrs)
 
 
-class ProxyConfig(_Strict):
+class ProxyConfig(Strict):
     """The whole proxy: the world (cached per seed), the screen (per candidate) and how its fitness is read."""
 
     world: WorldConfig = WorldConfig()

@@ -1,7 +1,11 @@
-"""Settings of the LLM proposer, and the ``[proposer.llm]`` configuration section built on them.
+"""Settings of LLM calls: prices, budget limits, prompt limits, and the ``[proposer.llm]`` section.
 
-Kept apart from ``llm_proposer`` so that the configuration (``lossforge.config``) can embed them without
-importing LangGraph, torch or openai: this module imports only pydantic and other light modules.
+Kept apart from the proposer and the client so that the configuration (``lossforge.config``) embeds them
+without importing LangGraph, torch or openai: this module imports only pydantic.
+
+* ``Price``, ``PriceTable``: US dollars per million tokens per model; ``PriceTable.cost(usage)`` prices one
+  call (``lossforge.llm.cost.Budget`` charges with it). ``BudgetLimits``: dollars, tokens, calls.
+* ``PromptLimits``: how much of the archive a proposal prompt may show.
 
 * ``ModelChoice``: one ensemble member (name, weight, temperature, max_tokens).
 * ``LLMProposerSettings``: how the proposer prompts and reads its models (and how far it raises the token
@@ -19,20 +23,82 @@ What it guarantees
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from lossforge.proposers.llm.prompts import PromptLimits
-from lossforge.llm.cost import BudgetLimits, PriceTable
+from lossforge.settings.base import Strict
 
-__all__ = ["LLMProposerConfig", "LLMProposerSettings", "ModelChoice"]
+__all__ = ["BudgetLimits", "LLMProposerConfig", "LLMProposerSettings", "ModelChoice", "Price", "PriceError",
+           "PriceTable", "PromptLimits", "TokenUsage"]
 
 
-class ModelChoice(BaseModel):
+class TokenUsage(Protocol):
+    """What pricing reads of one call's usage (``lossforge.llm.client.Usage`` is one)."""
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class PriceError(ValueError):
+    """A model the price table cannot price while a dollar limit is in force."""
+
+
+class Price(Strict):
+    """US dollars per one million tokens."""
+
+    input: float = Field(0.0, ge=0, description="USD per 1M prompt tokens")
+    output: float = Field(0.0, ge=0, description="USD per 1M completion tokens")
+
+
+class PriceTable(Strict):
+    """Prices per model (exact name or name prefix) and an optional default."""
+
+    models: dict[str, Price] = Field(default_factory=dict)
+    default: Price | None = None
+
+    def price(self, model: str) -> Price | None:
+        if model in self.models:
+            return self.models[model]
+        prefixes = [name for name in self.models if model.startswith(name)]
+        if prefixes:
+            return self.models[max(prefixes, key=len)]
+        return self.default
+
+    def cost(self, usage: TokenUsage, *, strict: bool = False) -> float:
+        """USD of one call; a model without a price costs 0, or raises ``PriceError`` when ``strict``."""
+        price = self.price(usage.model)
+        if price is None:
+            if strict:
+                raise PriceError(
+                    f"no price for model {usage.model!r}: add it to the price table (USD per 1M input/output "
+                    "tokens) or set a default price"
+                )
+            return 0.0
+        return (usage.prompt_tokens * price.input + usage.completion_tokens * price.output) / 1_000_000
+
+
+class BudgetLimits(Strict):
+    """Limits on spending; ``None`` means no limit of that kind."""
+
+    max_usd: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=0)
+    max_calls: int | None = Field(None, ge=0)
+
+
+class PromptLimits(Strict):
+    """How much of the archive a prompt may show."""
+
+    max_chars: int = Field(16_000, ge=4_000, description="Upper bound on the user message, in characters.")
+    max_code_chars: int = Field(1_800, ge=200, description="Each code listing is cut to this many characters.")
+    n_best: int = Field(3, ge=0, le=20)
+    n_diverse: int = Field(3, ge=0, le=20)
+    n_failures: int = Field(3, ge=0, le=20)
+
+
+class ModelChoice(Strict):
     """One model of the ensemble: its weight and sampling settings."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     weight: float = Field(1.0, gt=0)
@@ -40,10 +106,8 @@ class ModelChoice(BaseModel):
     max_tokens: int | None = Field(4096, ge=16, description="Completion token limit per call.")
 
 
-class LLMProposerSettings(BaseModel):
+class LLMProposerSettings(Strict):
     """How the LLM proposer prompts and reads its models."""
-
-    model_config = ConfigDict(extra="forbid")
 
     models: list[ModelChoice] = Field(default_factory=lambda: [ModelChoice(name="gpt-4o-mini")], min_length=1)
     structured_output: bool = Field(True, description="Send a json_schema response_format (servers that support it).")
