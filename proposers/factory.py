@@ -22,7 +22,8 @@ def make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Pr
 
 
 def _make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Proposer, str]:
-    from lossforge.proposers.gp.evolution import EvolutionaryProposer, RandomSearchProposer
+    from lossforge.proposers.gp.evolution import EvolutionaryProposer
+    from lossforge.proposers.gp.random_search import RandomSearchProposer
 
     kind = config.proposer.kind
     if kind == "evolution":

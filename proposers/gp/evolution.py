@@ -1,11 +1,12 @@
-"""Offline proposers over the expression language: genetic programming and a random-search baseline.
+"""The evolutionary (genetic-programming) proposer over the expression language.
 
 ``EvolutionaryProposer`` first emits the library seeds (``expressions.SEEDS``) in order, then breeds:
 tournament selection over the archive candidates it is shown (``context.best + context.recent`` with a
 fitness and a tree genome, minus ``excluded_ids``, plus ``pinned_ids``), subtree crossover and/or a
 mutation (point mutation of an op or terminal, constant perturbation, subtree replacement, wrapping in a
-unary op, a gated mix with a library seed, an extra term, hoisting). ``RandomSearchProposer`` draws trees
-from the same grammar under the same size limits.
+unary op, a gated mix with a library seed, an extra term, hoisting). ``RandomSearchProposer``
+(``lossforge.proposers.gp.random_search``) draws trees from the same grammar under the same size limits,
+with the same guarantees below; the helpers both use are in ``lossforge.proposers.gp.common``.
 
 What this module guarantees
 ---------------------------
@@ -38,13 +39,12 @@ What it does not guarantee
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from lossforge.proposers.gp.common import _genome, _rng, _short, _views, context_keys, slug
 from lossforge.proposers.gp.expressions import (
     BINARY_OPS,
     INCREASING_UNARY,
@@ -56,9 +56,7 @@ from lossforge.proposers.gp.expressions import (
     children,
     depth,
     has_vars,
-    is_tree,
     margin_sign,
-    op_names,
     polarity,
     random_tree,
     render,
@@ -71,75 +69,10 @@ from lossforge.proposers.gp.expressions import (
 )
 from lossforge.proposers.base import ArchiveView, Proposal, ProposalContext
 
-__all__ = ["EvolutionaryProposer", "RandomSearchProposer", "context_keys", "slug"]
+__all__ = ["EvolutionaryProposer"]
 
 _TAUS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _TERM_SCALES = (0.05, 0.1, 0.2, 0.5, 1.0)
-_BORING_OPS = frozenset({"neg", "scale", "const", "add", "sub", "rho", "c", "r"})
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers shared by both proposers
-# --------------------------------------------------------------------------------------------------
-
-
-def _views(context: ProposalContext) -> list[ArchiveView]:
-    out = list(context.best) + list(context.recent) + list(context.failures)
-    if context.repair_of is not None:
-        out.append(context.repair_of)
-    return out
-
-
-@functools.lru_cache(maxsize=8192)
-def _parse(text: str) -> tuple[str, str] | None:
-    """JSON of a genome -> (JSON of its simplified tree, canonical key), or None if not a tree.
-
-    A pure memo (same answer with or without it), so it holds no state that matters across calls.
-    """
-    tree = json.loads(text)
-    if not is_tree(tree):
-        return None
-    simple = simplify(tree)
-    return json.dumps(simple), canonical_key(simple)
-
-
-def _genome(genome: object) -> tuple[Tree, str] | None:
-    """(simplified tree, canonical key) of an archived genome, or None if it is not a tree."""
-    if genome is None:
-        return None
-    try:
-        text = json.dumps(genome, separators=(",", ":"))
-    except (TypeError, ValueError):
-        return None
-    parsed = _parse(text)
-    return None if parsed is None else (json.loads(parsed[0]), parsed[1])
-
-
-def context_keys(context: ProposalContext) -> set[str]:
-    """Canonical keys of every tree genome the context shows (malformed genomes are ignored)."""
-    keys: set[str] = set()
-    for view in _views(context):
-        parsed = _genome(view.genome)
-        if parsed is not None:
-            keys.add(parsed[1])
-    return keys
-
-
-def slug(tree: Tree, step: int, prefix: str = "") -> str:
-    """A short readable name: the first distinctive ops of the tree and the step, e.g. mix_softplus_exp_17."""
-    ops: list[str] = []
-    for op in op_names(tree):
-        if op not in _BORING_OPS and op not in ops:
-            ops.append(op)
-    if not ops:
-        root = tree if isinstance(tree, str) else tree[0]
-        ops = ["linear" if root in _BORING_OPS else root]
-    return "_".join(([prefix] if prefix else []) + ops[:3] + [str(step)])
-
-
-def _short(tree: Tree, limit: int = 60) -> str:
-    text = to_infix(tree)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sentence(desc: str, tree: Tree, limit: int = 320) -> str:
@@ -149,10 +82,6 @@ def _sentence(desc: str, tree: Tree, limit: int = 320) -> str:
         return f"{desc}, giving {_short(tree, min(room, 160))}."
     return (desc if len(desc) < limit else desc[: limit - 4] + "...") + "."
 
-
-def _rng(kind: str, seed: int, context: ProposalContext) -> random.Random:
-    # String seeds are hashed with SHA-512 by `random`, independent of PYTHONHASHSEED.
-    return random.Random(f"{kind}:{seed}:{context.seed}:{context.step}")
 
 
 def _round(v: float) -> float:
@@ -506,64 +435,3 @@ class EvolutionaryProposer:
             tree = simplify(random_tree(rng, self.max_depth, -1))
             if self._admissible(tree, seen):
                 return self._proposal(context, tree, [], "Fresh random tree (variation kept failing)", "random")
-
-
-# --------------------------------------------------------------------------------------------------
-# Random-search baseline
-# --------------------------------------------------------------------------------------------------
-
-
-class RandomSearchProposer:
-    """Random trees from the grammar (no sign bias), same limits and determinism as the evolutionary one.
-
-    ``valid_only=True`` resamples until ``check_tree`` passes (a stronger baseline that isolates the
-    value of selection and variation from that of the validity screen).
-    """
-
-    def __init__(
-        self,
-        seed: int = 0,
-        *,
-        max_depth: int = 6,
-        max_size: int = 30,
-        min_depth: int = 2,
-        valid_only: bool = False,
-        max_attempts: int = 500,
-    ) -> None:
-        if not 1 <= min_depth <= max_depth:
-            raise ValueError("need 1 <= min_depth <= max_depth")
-        self.seed = seed
-        self.max_depth = max_depth
-        self.max_size = max_size
-        self.min_depth = min_depth
-        self.valid_only = valid_only
-        self.max_attempts = max_attempts
-
-    def propose(self, context: ProposalContext) -> Proposal:
-        """A random tree not in the context (pure function of the constructor arguments and context)."""
-        rng = _rng("random", self.seed, context)
-        seen = context_keys(context)
-        first: Tree | None = None
-        attempts = 0
-        while True:
-            attempts += 1
-            tree = simplify(random_tree(rng, rng.randint(self.min_depth, self.max_depth), 0))
-            if not (has_vars(tree) and depth(tree) <= self.max_depth and size(tree) <= self.max_size):
-                continue
-            if canonical_key(tree) in seen:
-                continue
-            if first is None:
-                first = tree
-            if not self.valid_only or check_tree(tree) is None:
-                break
-            if attempts >= self.max_attempts:
-                tree = first
-                break
-        name = slug(tree, context.step, prefix="rand")
-        return Proposal(
-            thought=f"Random expression from the grammar: {_short(tree, 120)}.",
-            name=name,
-            code=render(tree, name),
-            genome=tree,
-            operator="random",
-        )

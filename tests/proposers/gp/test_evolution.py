@@ -22,7 +22,9 @@ import pytest
 import torch
 
 from lossforge.proposers.gp import expressions as E
-from lossforge.proposers.gp.evolution import EvolutionaryProposer, RandomSearchProposer, context_keys
+from lossforge.proposers.gp.common import context_keys
+from lossforge.proposers.gp.evolution import EvolutionaryProposer
+from lossforge.proposers.gp.random_search import RandomSearchProposer
 from lossforge.proposers.base import ArchiveView, Proposal, ProposalContext, Proposer
 
 N_SEEDS = len(E.SEEDS)
