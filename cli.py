@@ -484,7 +484,7 @@ def doctor(
     Exit 1 when there is no namespace layer (backend "none") or the sandbox could not start."""
     from rich.table import Table
 
-    from lossforge.sandbox.isolation import doctor as run_doctor
+    from lossforge.sandbox.doctor import doctor as run_doctor
 
     report = run_doctor(start=start)
     if as_json:

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossforge.sandbox.isolation import View, _normalise, clean_environment, server_sys_path
-from lossforge.sandbox.process import STARTUP_TIMEOUT, ProcessSandbox, _Server
 from lossforge.sandbox.protocol import SandboxError, traceback_tail
-from lossforge.sandbox.server import write_frame
+from lossforge.sandbox.wire import write_frame
+from lossforge.sandbox.worker import STARTUP_TIMEOUT, SandboxLimits, _Server
 
 __all__ = ["DockerServer", "DockerSettings", "docker_status", "docker_view", "ensure_image", "remove_stale_containers",
            "skeleton_rootfs", "HOST_IMAGE_REPOSITORY", "DEFAULT_IMAGE"]
@@ -289,7 +289,7 @@ def _accept(listener: socket.socket, container: Any, deadline: float) -> socket.
 
 
 class DockerServer(_Server):
-    """The process backend's server handle (``process._Server``) launching a container instead of a
+    """The process backend's server handle (``worker._Server``) launching a container instead of a
     process; jobs, frames and the pool are shared."""
 
     container: Any = None
@@ -420,12 +420,12 @@ class DockerServer(_Server):
         """Children keep the container's (non-root) user."""
         return int(self.facts.get("euid", SANDBOX_UID))
 
-    def describe(self, sandbox: ProcessSandbox) -> dict[str, bool | str]:
+    def describe(self, sandbox: SandboxLimits) -> dict[str, bool | str]:
         """``ProcessSandbox.layers()`` for the Docker backend (same keys as the other backends)."""
         return describe_layers(self.facts, self.view.options, sandbox)
 
 
-def describe_layers(facts: dict[str, Any], settings: DockerSettings, sandbox: ProcessSandbox) -> dict[str, bool | str]:
+def describe_layers(facts: dict[str, Any], settings: DockerSettings, sandbox: SandboxLimits) -> dict[str, bool | str]:
     """The layers in effect in a Docker worker, from the facts its server measured at start."""
     memory = f"{sandbox.memory_mb} MB address space" if sandbox.memory_mb is not None else "no address-space limit"
     image = "skeleton image + host Python bound read-only" if settings.host_python else f"image {settings.image}"

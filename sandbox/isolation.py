@@ -1,4 +1,4 @@
-"""Which isolation layers this host allows, the sandbox's view of the file system, and ``doctor()``.
+"""Which isolation layers this host allows, and the sandbox's view of the file system.
 
 ``ProcessSandbox`` runs its worker server (``lossforge.sandbox.server``) under one of three backends,
 chosen once per process by ``choose_backend("auto")``:
@@ -47,6 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lossforge.sandbox.child import SECRET_PATTERN
+from lossforge.sandbox.syscalls import NOBODY
+
 __all__ = [
     "BACKENDS",
     "HIDE_DIRS",
@@ -59,7 +62,6 @@ __all__ = [
     "nobody_can_read",
     "clean_environment",
     "server_command",
-    "doctor",
 ]
 
 BACKENDS = ("bwrap", "unshare", "none")
@@ -76,7 +78,6 @@ ENV_ALLOWED = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_T
 SERVER_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_SYS_ADMIN", "CAP_KILL", "CAP_CHOWN",
                        "CAP_DAC_OVERRIDE", "CAP_FOWNER")
 
-NOBODY = 65534
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,8 +356,6 @@ def nobody_can_read(path: str, view: View) -> bool:
 def clean_environment() -> dict[str, str]:
     """The server's whole environment: a fixed PATH, HOME and TMPDIR, and ``ENV_ALLOWED`` values from
     the host whose names do not look like secrets. Nothing else of the host's environment enters."""
-    from lossforge.sandbox.server import SECRET_PATTERN
-
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/tmp",
            "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
     for name in ENV_ALLOWED:
@@ -406,70 +405,3 @@ def server_command(view: View, fds: tuple[int, int, int]) -> list[str]:
         for cap in SERVER_CAPABILITIES:
             argv += ["--cap-add", cap]
     return argv + ["--", *python]
-
-
-# --------------------------------------------------------------------------------------------------
-# doctor
-# --------------------------------------------------------------------------------------------------
-
-
-def doctor(start: bool = True) -> dict[str, Any]:
-    """Every isolation layer on this host: what is available, which backend ``ProcessSandbox`` uses, and
-    (``start=True``: starts a sandbox, a few seconds) the layers measured inside it. Plain JSON-able
-    data, for ``lossforge doctor``."""
-    facts = probe_host()
-    out: dict[str, Any] = {
-        "host": {
-            "platform": platform.platform(),
-            "kernel": facts.kernel,
-            "python": sys.version.split()[0],
-            "cpus": os.cpu_count(),
-            "running_as_root": facts.root,
-            "bubblewrap": facts.bwrap,
-            "bubblewrap_works": facts.bwrap_works,
-            "unshare_works": facts.unshare_works,
-            "user_namespaces_allowed": facts.user_namespaces,
-            "user_namespaces_detail": facts.user_namespaces_detail,
-        },
-    }
-    problems = {}
-    if facts.bwrap_error:
-        problems["bubblewrap"] = facts.bwrap_error
-    if facts.unshare_error:
-        problems["unshare"] = facts.unshare_error
-    out["problems"] = problems
-    try:
-        backend = choose_backend("auto")
-    except ValueError as exc:
-        out["backend"] = None
-        out["error"] = str(exc)
-        return out
-    out["backend"] = backend
-    hints = []
-    if not facts.bwrap_works:
-        if facts.root and shutil.which("apt-get"):
-            hints.append("install bubblewrap: apt-get install -y bubblewrap")
-        else:
-            hints.append("install bubblewrap (package `bubblewrap`) for the read-only view, no network and "
-                         "a PID namespace")
-    if backend == "none":
-        hints.append("no namespace layer is available: run as root, allow user namespaces "
-                     "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces>0), or install "
-                     "bubblewrap")
-    if not facts.root:
-        hints.append("children keep your user id (switching to nobody needs root)")
-    out["hints"] = hints
-    from lossforge.sandbox.docker_backend import docker_status
-
-    out["docker"] = docker_status()  # the optional backend: [sandbox] backend = "docker"
-    if start:
-        from lossforge.sandbox.process import ProcessSandbox
-
-        sandbox = ProcessSandbox()
-        try:
-            out["layers"] = sandbox.layers()
-        except Exception as exc:  # noqa: BLE001 - doctor reports, never raises
-            out["layers"] = {"error": f"{type(exc).__name__}: {exc}"}
-        finally:
-            sandbox.close()
-    return out

@@ -1,8 +1,11 @@
-"""Reading what comes out of the sandbox: a restricted unpickler.
+"""The wire between host and sandbox server: length-prefixed frames, and a restricted unpickler.
 
-A job's result is pickled inside the sandbox child, which runs candidate code; if a candidate ever got
-past the policy, those bytes are attacker-controlled, and ``pickle.loads`` on them would run arbitrary
-code in the host. ``safe_loads`` therefore only resolves globals from ``ALLOWED_GLOBALS`` (plain
+Frames: ``HEADER`` (8 bytes, the length) then the bytes, in both directions of the host<->server pipes
+(or sockets) and from each child to the server (``write_frame``, ``read_frame``).
+
+Results: a job's result is pickled inside the sandbox child, which runs candidate code; if a candidate
+ever got past the policy, those bytes are attacker-controlled, and ``pickle.loads`` on them would run
+arbitrary code in the host. ``safe_loads`` therefore only resolves globals from ``ALLOWED_GLOBALS`` (plain
 containers, numbers, dates, paths, exceptions of the standard library, numpy arrays, torch tensors
 read back with ``torch.load(weights_only=True)``) and classes of lossforge's own modules that are
 pydantic models, dataclasses, enums or exceptions. Anything else raises ``pickle.UnpicklingError``.
@@ -19,10 +22,14 @@ import dataclasses
 import enum
 import importlib
 import io
+import os
 import pickle
+import struct
 from typing import Any
 
-__all__ = ["ALLOWED_GLOBALS", "safe_loads"]
+__all__ = ["ALLOWED_GLOBALS", "HEADER", "read_exact", "read_frame", "safe_loads", "write_frame"]
+
+HEADER = struct.Struct("!Q")
 
 _BUILTIN_TYPES = {"set", "frozenset", "complex", "slice", "range", "bytearray", "bytes", "list", "dict", "tuple",
                   "str", "int", "float", "bool", "object", "NotImplemented", "Ellipsis"}
@@ -92,3 +99,38 @@ class _SafeUnpickler(pickle.Unpickler):
 def safe_loads(data: bytes) -> Any:
     """Unpickle ``data`` from the sandbox, resolving only the allowed globals (see module docstring)."""
     return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+# --------------------------------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------------------------------
+
+
+def write_frame(fd: int, data: bytes) -> None:
+    """Write ``HEADER`` + ``data`` to ``fd`` (blocking)."""
+    view = memoryview(HEADER.pack(len(data)))
+    while view:
+        view = view[os.write(fd, view):]
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[: 1 << 20]):]
+
+
+def read_exact(fd: int, n: int) -> bytes:
+    """Read exactly ``n`` bytes from ``fd`` (blocking); ``EOFError`` at end of file."""
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int, limit: int) -> bytes:
+    """One frame from ``fd``; ``ValueError`` if it announces more than ``limit`` bytes."""
+    (size,) = HEADER.unpack(read_exact(fd, HEADER.size))
+    if size > limit:
+        raise ValueError(f"frame of {size} bytes announced; at most {limit} allowed")
+    return read_exact(fd, size)

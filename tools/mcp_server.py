@@ -47,7 +47,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from pydantic import Field
 
-from lossforge.sandbox.process import Cancellation, cancellable
+from lossforge.sandbox.cancel import Cancellation, cancellable
 from lossforge.tools import api
 from lossforge.tools.context import ToolContext, ToolError as LossforgeToolError, ToolSettings
 

@@ -624,7 +624,7 @@ def _server_ok(box: ProcessSandbox, pid: int | None) -> None:
 
 
 def test_layers_and_doctor_report(box) -> None:
-    from lossforge.sandbox.isolation import doctor
+    from lossforge.sandbox.doctor import doctor
 
     layers = box.layers()
     for key in ("backend", "policy", "process", "rlimits", "wall_clock_kill", "clean_environment", "network",

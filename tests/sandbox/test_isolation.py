@@ -21,11 +21,11 @@ from lossforge.sandbox.isolation import (
     base_view,
     choose_backend,
     clean_environment,
-    doctor,
     nobody_can_read,
     probe_host,
     server_command,
 )
+from lossforge.sandbox.doctor import doctor
 from lossforge.sandbox.process import ProcessSandbox
 from lossforge.sandbox.protocol import SandboxError
 from lossforge.candidate.report import CheckReport, CheckResult

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from lossforge.sandbox.process import SECRET_PATTERN, ProcessSandbox
+from lossforge.sandbox.child import SECRET_PATTERN
+from lossforge.sandbox.process import ProcessSandbox
 from lossforge.sandbox.protocol import InProcessSandbox, Sandbox, SandboxError
 
 # Set before the fork server starts (collection happens before any test runs): children must not see it.
