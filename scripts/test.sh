@@ -2,8 +2,8 @@
 # The test command: install the system tools the tests drive (tmux, bubblewrap, chromium, Docker's engine;
 # only when running as root with apt-get, and only what is missing), set up .venv with the dev extras,
 # start a private Docker engine (scripts/dockerd.sh: own network namespace, no iptables, no bridge) for
-# the Docker sandbox tests, run the suite, and stop the engine again. Extra arguments go to pytest
-# (e.g. `scripts/test.sh -k proxy`).
+# the Docker sandbox tests, check that the imports point one way (import-linter, pyproject.toml), run the
+# suite, and stop the engine again. Extra arguments go to pytest (e.g. `scripts/test.sh -k proxy`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -27,6 +27,8 @@ if [ -n "${DOCKER_HOST:-}" ] || { [ "$(id -u)" = 0 ] && command -v apt-get >/dev
   export LOSSFORGE_REQUIRE_DOCKER=1  # where an engine is (or should have been) started, never skip
 fi
 status=0
+# The layers point one way (pyproject.toml [tool.importlinter]; README, "Architecture").
+.venv/bin/lint-imports --no-cache --no-logo || status=$?
 .venv/bin/python -m pytest -q "$@" || status=$?
 if [ -n "$started_dockerd" ]; then
   ./scripts/dockerd.sh stop
