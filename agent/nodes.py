@@ -15,9 +15,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import EVALUATED, Archive
 from lossforge.proposers.context import context_for_run, view
-from lossforge.rundir.events import emit
+from lossforge.rundir.events import EventKind, emit
 from lossforge.proposers.base import Proposer
 from lossforge.agent.reflection import reflect_offline
 from lossforge.agent.state import SearchState
@@ -63,11 +64,11 @@ class SearchNodes:
         """Block between steps while paused (the TUI's pause); a stop request ends the wait."""
         if self.running.is_set():
             return
-        emit("paused")
+        emit(EventKind.PAUSED)
         while not self.running.wait(timeout=0.2):
             if self.stop_requested.is_set():
                 return
-        emit("resumed")
+        emit(EventKind.RESUMED)
 
     @property
     def beta(self) -> float:
@@ -96,11 +97,11 @@ class SearchNodes:
                 code="",
                 code_hash="",
                 proposer=self.proposer_name,
-                status="failed",
+                status=CandidateStatus.FAILED,
                 error=f"proposer error: {error}",
                 thought=getattr(error, "raw", None) or traceback.format_exc(limit=3),
             )
-            emit("error", step=step, candidate_id=candidate_id, message=f"proposer error: {error}")
+            emit(EventKind.ERROR, step=step, candidate_id=candidate_id, message=f"proposer error: {error}")
             return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
         seconds = time.perf_counter() - started
         candidate_id = self.archive.upsert_proposal(
@@ -114,11 +115,11 @@ class SearchNodes:
             parent_ids=proposal.parent_ids,
             genome=proposal.genome,
             repair_of=repair_of,
-            status="proposed",
+            status=CandidateStatus.PROPOSED,
             timings={"propose": round(seconds, 4)},
         )
         emit(
-            "proposal",
+            EventKind.PROPOSAL,
             step=step,
             candidate_id=candidate_id,
             name=proposal.name,
@@ -131,21 +132,21 @@ class SearchNodes:
 
     def check(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
-        if candidate.status not in ("proposed", "checking"):
+        if candidate.status not in (CandidateStatus.PROPOSED, CandidateStatus.CHECKING):
             return {}
-        self.archive.update(candidate.id, status="checking")
-        emit("checking", candidate_id=candidate.id, name=candidate.name)
+        self.archive.update(candidate.id, status=CandidateStatus.CHECKING)
+        emit(EventKind.CHECKING, candidate_id=candidate.id, name=candidate.name)
         report = check_candidate(self.sandbox, candidate.code, self.beta)  # the tools' code path (tools/core.py)
         self.archive.update(
             candidate.id,
-            status="checked" if report.passed else "rejected",
+            status=CandidateStatus.CHECKED if report.passed else CandidateStatus.REJECTED,
             failed_check=report.failed_check,
             check_report=report.model_dump(),
             fingerprint=report.fingerprint,
         )
         self.archive.add_timing(candidate.id, "check", report.seconds)
         emit(
-            "check",
+            EventKind.CHECK,
             candidate_id=candidate.id,
             name=candidate.name,
             passed=report.passed,
@@ -157,7 +158,7 @@ class SearchNodes:
 
     def dedup(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
-        if candidate.status != "checked" or not self.config.search.dedup:
+        if candidate.status != CandidateStatus.CHECKED or not self.config.search.dedup:
             return {}
         twin = self.archive.find_code(candidate.code_hash, exclude_id=candidate.id)
         if twin is None and candidate.fingerprint is not None:
@@ -173,16 +174,16 @@ class SearchNodes:
                 None,
             )
         if twin is not None:
-            self.archive.update(candidate.id, status="duplicate", duplicate_of=twin.id)
-            emit("duplicate", candidate_id=candidate.id, name=candidate.name, duplicate_of=twin.id)
+            self.archive.update(candidate.id, status=CandidateStatus.DUPLICATE, duplicate_of=twin.id)
+            emit(EventKind.DUPLICATE, candidate_id=candidate.id, name=candidate.name, duplicate_of=twin.id)
         return {}
 
     def screen(self, state: SearchState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
-        if candidate.status in EVALUATED or candidate.status == "failed":
+        if candidate.status in EVALUATED or candidate.status == CandidateStatus.FAILED:
             return {}
-        self.archive.update(candidate.id, status="screening")
-        emit("screen_started", candidate_id=candidate.id, name=candidate.name)
+        self.archive.update(candidate.id, status=CandidateStatus.SCREENING)
+        emit(EventKind.SCREEN_STARTED, candidate_id=candidate.id, name=candidate.name)
         proxy = self.config.proxy
         started = time.perf_counter()
         outcome = screen_for_fitness(  # the tools' code path (tools/core.py), as screen_loss runs it
@@ -195,7 +196,7 @@ class SearchNodes:
             threshold=self._lazy_threshold(),
         )
         fields: dict[str, Any]
-        if outcome.status == "evaluated":
+        if outcome.status == CandidateStatus.EVALUATED:
             fields = {"status": "evaluated", "fitness": outcome.fitness, "result": outcome.result}
         else:  # degenerate (with the proxy's data) or failed (the sandbox raised: no data)
             fields = {"status": outcome.status, "error": outcome.error}
@@ -206,7 +207,7 @@ class SearchNodes:
         self.archive.update(candidate.id, **fields)
         self.archive.add_timing(candidate.id, "screen", time.perf_counter() - started)
         emit(
-            "evaluated",
+            EventKind.EVALUATED,
             candidate_id=candidate.id,
             name=candidate.name,
             status=fields["status"],
@@ -241,7 +242,7 @@ class SearchNodes:
         if note:
             reflection = f"{reflection}\n{note}"
         self.archive.update(candidate.id, reflection=reflection)
-        emit("reflection", candidate_id=candidate.id, name=candidate.name, text=reflection)
+        emit(EventKind.REFLECTION, candidate_id=candidate.id, name=candidate.name, text=reflection)
         in_a_row = 0 if candidate.status in EVALUATED else state.get("rejected_in_a_row", 0) + 1
         update: dict[str, Any] = {"candidate_id": None, "repair_attempts": 0, "rejected_in_a_row": in_a_row}
         update["stop_reason"] = self.stop_reason({**state, **update})
@@ -263,7 +264,7 @@ class SearchNodes:
         try:
             return reflect(summary, step=state.get("step", 0), seed=self.config.search.seed)
         except Exception as error:  # a failed reflection is logged, never fatal
-            emit("error", candidate_id=candidate.id, message=f"reflection failed: {error}")
+            emit(EventKind.ERROR, candidate_id=candidate.id, message=f"reflection failed: {error}")
             return None
 
     def repair(self, state: SearchState) -> dict[str, Any]:
@@ -302,11 +303,11 @@ class SearchNodes:
         if state.get("stop_reason"):  # the budget ran out before a repair: reflect on the rejected candidate
             return "reflect"
         candidate = self.archive.get(state["candidate_id"])
-        return "reflect" if candidate.status == "failed" else "check"
+        return "reflect" if candidate.status == CandidateStatus.FAILED else "check"
 
     def after_check(self, state: SearchState) -> str:
         candidate = self.archive.get(state["candidate_id"])
-        if candidate.status == "rejected":
+        if candidate.status == CandidateStatus.REJECTED:
             can_repair = getattr(self.proposer, "supports_repair", False)
             if can_repair and state.get("repair_attempts", 0) < self.config.search.max_repair_attempts:
                 return "repair"
@@ -315,7 +316,7 @@ class SearchNodes:
 
     def after_dedup(self, state: SearchState) -> str:
         candidate = self.archive.get(state["candidate_id"])
-        return "reflect" if candidate.status == "duplicate" else "screen"
+        return "reflect" if candidate.status == CandidateStatus.DUPLICATE else "screen"
 
     def after_reflect(self, state: SearchState) -> str:
         return "end" if state.get("stop_reason") else "propose"

@@ -6,6 +6,7 @@ the proposer.
 """
 from __future__ import annotations
 
+from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import Candidate
 from lossforge.proposers.llm.prompts import readings_line
 from lossforge.trainer.proxy.fitness import compare
@@ -17,11 +18,11 @@ def reflect_offline(candidate: Candidate, best_before: float | None, best_before
     A difference within the noise floor (`lossforge.trainer.proxy.fitness.compare` of the two
     fitnesses' standard errors) is called level, never a new best.
     """
-    if candidate.status == "rejected":
+    if candidate.status == CandidateStatus.REJECTED:
         return f"Rejected at check '{candidate.failed_check}'; variations of this structure should avoid that failure."
-    if candidate.status == "duplicate":
+    if candidate.status == CandidateStatus.DUPLICATE:
         return f"Behaves like #{candidate.duplicate_of}; no new information, so explore further from the parents."
-    if candidate.status in ("degenerate", "failed"):
+    if candidate.status in (CandidateStatus.DEGENERATE, CandidateStatus.FAILED):
         return f"Training failed ({candidate.error}); the loss is numerically unsafe during optimisation."
     if candidate.fitness is None:
         return "No fitness recorded."

@@ -24,7 +24,7 @@ from typing import Any, Callable, TextIO
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from lossforge.rundir.archive import Archive
-from lossforge.rundir.events import Event, EventLog, make_event
+from lossforge.rundir.events import Event, EventKind, EventLog, make_event
 from lossforge.agent.graph import build_graph
 from lossforge.rundir.lock import RunLock
 from lossforge.agent.nodes import SearchNodes
@@ -129,9 +129,9 @@ def run_search(
         else:
             proposer_name = type(proposer).__name__
 
-        events.write(make_event("preparing", message=f"loading the proxy world of seed {config.search.seed}"))
+        events.write(make_event(EventKind.PREPARING, message=f"loading the proxy world of seed {config.search.seed}"))
         task = prepare(config.proxy, config.search.seed, config.resolved_cache_dir())
-        events.write(make_event("prepared", stats=task.stats))
+        events.write(make_event(EventKind.PREPARED, stats=task.stats))
         if sandbox is None:
             sandbox = default_sandbox(config)
             stack.callback(sandbox.close)
@@ -161,13 +161,13 @@ def run_search(
         if resumed:
             graph_input = None
             target = snapshot.values.get("target_evaluated")
-            events.write(make_event("run_resumed", evaluated=evaluated_before, target=target, next=list(snapshot.next)))
+            events.write(make_event(EventKind.RUN_RESUMED, evaluated=evaluated_before, target=target, next=list(snapshot.next)))
         else:
             target = evaluated_before + config.search.generations
             graph_input = {"target_evaluated": target, "stop_reason": None, "rejected_in_a_row": 0, "candidate_id": None}
             if not snapshot.values:
                 graph_input.update(step=0, repair_attempts=0, repair_of=None)
-            events.write(make_event("run_started", evaluated=evaluated_before, target=target, proposer=proposer_name))
+            events.write(make_event(EventKind.RUN_STARTED, evaluated=evaluated_before, target=target, proposer=proposer_name))
 
         for chunk in graph.stream(graph_input, thread, stream_mode="custom", durability="sync"):
             events.write(chunk)
@@ -184,7 +184,7 @@ def run_search(
             seconds=time.time() - started,
             counts=archive.counts(),
         )
-        events.write(make_event("run_stopped", **{k: v for k, v in summary.__dict__.items() if k != "run_dir"}))
+        events.write(make_event(EventKind.RUN_STOPPED, **{k: v for k, v in summary.__dict__.items() if k != "run_dir"}))
         return summary
 
 

@@ -35,8 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import Archive, Candidate
-from lossforge.rundir.events import emit
+from lossforge.rundir.events import EventKind, emit
 
 __all__ = ["TrainStage", "training_note", "FINISHED"]
 
@@ -105,7 +106,7 @@ class TrainStage:
 
     def promoted(self, candidate: Candidate) -> bool:
         s = self.settings
-        if candidate.status != "evaluated" or candidate.fitness is None:
+        if candidate.status != CandidateStatus.EVALUATED or candidate.fitness is None:
             return False
         if s.min_fitness is not None and candidate.fitness < s.min_fitness:
             return False
@@ -142,7 +143,7 @@ class TrainStage:
         from lossforge.tools import api
         from lossforge.tools.context import ToolError
 
-        emit("train_started", candidate_id=candidate.id, name=candidate.name, proxy_fitness=candidate.fitness)
+        emit(EventKind.TRAIN_STARTED, candidate_id=candidate.id, name=candidate.name, proxy_fitness=candidate.fitness)
         try:
             submitted = api.submit_training(candidate.code, context=self.tool_context())
         except ToolError as error:
@@ -153,7 +154,7 @@ class TrainStage:
             if submitted.status == "rejected":
                 record["error"] = submitted.summary
         self._save(candidate.id, record)
-        emit("train_submitted", candidate_id=candidate.id, name=candidate.name, job_id=record.get("job_id"),
+        emit(EventKind.TRAIN_SUBMITTED, candidate_id=candidate.id, name=candidate.name, job_id=record.get("job_id"),
              status=record["status"], reused=record.get("reused", False), error=record.get("error"))
         return record
 
@@ -174,7 +175,7 @@ class TrainStage:
             seen = (status.status, status.progress.get("phase"), status.progress.get("step"))
             if seen != last:
                 last = seen
-                emit("train_progress", candidate_id=candidate.id, name=candidate.name, job_id=job_id,
+                emit(EventKind.TRAIN_PROGRESS, candidate_id=candidate.id, name=candidate.name, job_id=job_id,
                      status=status.status, progress=status.progress)
             if status.done:
                 record.update(status=status.status)
@@ -192,7 +193,7 @@ class TrainStage:
         self._save(candidate.id, record)
         if wait:
             self.archive.add_timing(candidate.id, "train", time.perf_counter() - started)
-        emit("trained", candidate_id=candidate.id, name=candidate.name, job_id=job_id, status=record["status"],
+        emit(EventKind.TRAINED, candidate_id=candidate.id, name=candidate.name, job_id=job_id, status=record["status"],
              fitness=record.get("fitness"), fitness_kind=record.get("fitness_kind"), error=record.get("error"))
 
     def _judge(self, ctx: Any, job_id: str, status: Any, record: dict[str, Any]) -> None:

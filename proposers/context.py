@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import Archive, Candidate
 from lossforge.proposers.base import ArchiveView, ProposalContext
 
@@ -60,7 +61,8 @@ def build_context(
         beta=beta,
         best=best,
         recent=[view(c) for c in archive.recent(n_recent)],
-        failures=[view(c) for c in archive.recent(n_failures, statuses=("rejected", "failed", "degenerate"))],
+        failures=[view(c) for c in archive.recent(
+            n_failures, statuses=(CandidateStatus.REJECTED, CandidateStatus.FAILED, CandidateStatus.DEGENERATE))],
         excluded_ids=[int(i) for i in steering.get("excluded", [])],
         pinned_ids=pinned,
         hints=[str(h) for h in steering.get("hints", [])][-5:],

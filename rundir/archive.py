@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lossforge.candidate.status import SCORED, CandidateStatus
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,9 +51,8 @@ CREATE INDEX IF NOT EXISTS candidates_fitness ON candidates(fitness);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# proposed -> checking -> rejected | checked -> duplicate | screening -> evaluated | degenerate | failed
-STATUSES = ("proposed", "checking", "rejected", "checked", "duplicate", "screening", "evaluated", "degenerate", "failed")
-EVALUATED = ("evaluated", "degenerate")
+STATUSES = tuple(CandidateStatus)  # in the order a candidate passes them (candidate/status.py)
+EVALUATED = SCORED
 _JSON_FIELDS = ("parent_ids", "genome", "check_report", "fingerprint", "result", "timings")
 
 
@@ -71,7 +72,7 @@ class Candidate:
     parent_ids: list[int]
     genome: Any
     repair_of: int | None
-    status: str
+    status: CandidateStatus
     failed_check: str | None
     check_report: dict | None
     fingerprint: list[float] | None
@@ -113,6 +114,7 @@ def _decode(row: sqlite3.Row) -> Candidate:
     for key in _JSON_FIELDS:
         if data[key] is not None:
             data[key] = json.loads(data[key])
+    data["status"] = CandidateStatus(data["status"])
     return Candidate(**data)
 
 
@@ -142,7 +144,7 @@ class Archive:
         """Insert the candidate of `step`, or reset it to these fields if it exists (a re-run node)."""
         now = time.time()
         row = {key: (json.dumps(value) if key in _JSON_FIELDS and value is not None else value) for key, value in fields.items()}
-        row.setdefault("status", "proposed")
+        row.setdefault("status", CandidateStatus.PROPOSED)
         columns = ["step", *row.keys(), "created_at", "updated_at"]
         values = [step, *row.values(), now, now]
         updates = ", ".join(f"{c}=excluded.{c}" for c in row.keys()) + ", updated_at=excluded.updated_at"

@@ -3,16 +3,15 @@
 Nodes call `emit(kind, **data)`. Inside a LangGraph run this goes through the graph's custom stream
 (`get_stream_writer`), so any consumer of `graph.stream(..., stream_mode="custom")` (the CLI, the TUI)
 sees it. The runner appends every event as one JSON line to `events.jsonl` in the run directory, which
-is how a run is watched from another process. Event kinds: run_started, run_resumed, proposal,
-check, duplicate, screen_started, evaluated, reflection, run_stopped, error, paused, resumed, and from
-the LLM proposer token (streamed text; `channel` "reasoning" or "answer"), llm_call (usage and cost),
-reasoning (a reasoning model's whole reasoning) and truncated (an answer cut off at the token limit).
+is how a run is watched from another process. The kinds are `EventKind` (a StrEnum: the JSON holds
+its plain value).
 """
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from enum import StrEnum
 from typing import Any, Callable, TextIO
 
 from langgraph.config import get_stream_writer
@@ -20,11 +19,40 @@ from langgraph.config import get_stream_writer
 Event = dict[str, Any]
 
 
-def make_event(kind: str, **data: Any) -> Event:
-    return {"kind": kind, "time": round(time.time(), 3), **data}
+class EventKind(StrEnum):
+    """What happened. The search emits the first group, the LLM proposer the second, training the third."""
+
+    RUN_STARTED = "run_started"
+    RUN_RESUMED = "run_resumed"
+    RUN_STOPPED = "run_stopped"
+    PREPARING = "preparing"            # loading or building the proxy world
+    PREPARED = "prepared"
+    PROPOSAL = "proposal"
+    CHECKING = "checking"
+    CHECK = "check"
+    DUPLICATE = "duplicate"
+    SCREEN_STARTED = "screen_started"
+    EVALUATED = "evaluated"
+    REFLECTION = "reflection"
+    ERROR = "error"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    TOKEN = "token"                    # streamed text; `channel` "reasoning" or "answer"
+    LLM_CALL = "llm_call"              # usage and cost of one call
+    REASONING = "reasoning"            # a reasoning model's whole reasoning
+    TRUNCATED = "truncated"            # an answer cut off at the token limit
+    TRAIN_STARTED = "train_started"
+    TRAIN_SUBMITTED = "train_submitted"
+    TRAIN_PROGRESS = "train_progress"
+    TRAINED = "trained"
+    BUDGET = "budget"                  # GPU-hours against their limit: the TUI shows it; nothing emits it yet
 
 
-def emit(kind: str, **data: Any) -> None:
+def make_event(kind: EventKind, **data: Any) -> Event:
+    return {"kind": str(kind), "time": round(time.time(), 3), **data}
+
+
+def emit(kind: EventKind, **data: Any) -> None:
     """Send an event on the graph's custom stream (no-op outside a graph run)."""
     try:
         writer = get_stream_writer()

@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from lossforge.candidate.status import CandidateStatus
 
 __all__ = ["ScreenOutcome", "check_candidate", "screen_candidate", "screen_for_fitness"]
 
@@ -43,7 +45,7 @@ def check_candidate(sandbox: Any, code: str, beta: float) -> Any:
 class ScreenOutcome:
     """One proxy screen of one candidate (one seed, one beta)."""
 
-    status: Literal["evaluated", "degenerate", "failed"]
+    status: CandidateStatus  # EVALUATED, DEGENERATE or FAILED
     fitness: float | None
     error: str | None
     result: dict[str, Any] | None  # the proxy's ScreenResult as a dict (None when the sandbox failed)
@@ -67,12 +69,12 @@ def screen_candidate(
     try:
         data = sandbox.run(code, screen_with_settings, world, screen, seed, cache_dir, timeout=timeout)
     except SandboxError as error:
-        return ScreenOutcome("failed", None, f"{error.kind}: {error.message}", None, time.perf_counter() - started)
+        return ScreenOutcome(CandidateStatus.FAILED, None, f"{error.kind}: {error.message}", None, time.perf_counter() - started)
     seconds = time.perf_counter() - started
     fitness = data.get("fitness")
     if not isinstance(fitness, (int, float)) or not math.isfinite(fitness):
-        return ScreenOutcome("degenerate", None, str(data.get("degenerate") or "non-finite fitness"), data, seconds)
-    return ScreenOutcome("evaluated", float(fitness), None, data, seconds)
+        return ScreenOutcome(CandidateStatus.DEGENERATE, None, str(data.get("degenerate") or "non-finite fitness"), data, seconds)
+    return ScreenOutcome(CandidateStatus.EVALUATED, float(fitness), None, data, seconds)
 
 
 def _reading(outcome: ScreenOutcome, screen: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def _reading(outcome: ScreenOutcome, screen: dict[str, Any], variant: dict[str, 
         "beta": screen["beta"],
         "status": outcome.status,
         "fitness": outcome.fitness,
-        "fitness_stderr": data.get("fitness_stderr") if outcome.status == "evaluated" else None,
+        "fitness_stderr": data.get("fitness_stderr") if outcome.status == CandidateStatus.EVALUATED else None,
         "error": outcome.error,
         "final_kl": data.get("final_kl"),
         "final_reward_gain": data.get("final_reward_gain"),
@@ -109,7 +111,7 @@ def screen_for_fitness(
     world = proxy.world.model_dump()
     settings = [s.model_dump() for s in proxy.fitness.settings(proxy.screen)]
     first = screen_candidate(sandbox, code, world, settings[0], seed, cache_dir, timeout)
-    if not proxy.fitness.variants or first.status != "evaluated":
+    if not proxy.fitness.variants or first.status != CandidateStatus.EVALUATED:
         return first
     readings = [_reading(first, settings[0], {})]
     lazy = proxy.fitness.lazy_k is not None and threshold is not None and first.fitness < threshold
@@ -131,4 +133,4 @@ def screen_for_fitness(
         "aggregate": proxy.fitness.aggregate,
         "complete": not lazy,
     }
-    return ScreenOutcome("evaluated", fitness, None, result, seconds)
+    return ScreenOutcome(CandidateStatus.EVALUATED, fitness, None, result, seconds)

@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header
 
 from lossforge.rundir.archive import Archive, Candidate
-from lossforge.rundir.events import read_events
+from lossforge.rundir.events import EventKind, read_events
 from lossforge.rundir.steering import add_hint, toggle
 from lossforge.config import RunConfig
 from lossforge.tui.budget import BudgetFigures
@@ -36,7 +36,11 @@ from lossforge.tui.widgets.gauges import BudgetStrip
 from lossforge.tui.widgets.logs import EventLog, ReasoningView
 from lossforge.tui.widgets.progress import BestChart, Budgets
 
-REFRESH_KINDS = {"run_started", "run_resumed", "proposal", "checking", "check", "duplicate", "screen_started", "evaluated", "reflection", "run_stopped", "error", "trained"}
+REFRESH_KINDS = {
+    EventKind.RUN_STARTED, EventKind.RUN_RESUMED, EventKind.PROPOSAL, EventKind.CHECKING, EventKind.CHECK,
+    EventKind.DUPLICATE, EventKind.SCREEN_STARTED, EventKind.EVALUATED, EventKind.REFLECTION,
+    EventKind.RUN_STOPPED, EventKind.ERROR, EventKind.TRAINED,
+}
 
 
 class LossforgeApp(App):
@@ -164,45 +168,45 @@ class LossforgeApp(App):
         log = self.query_one(EventLog)
         reasoning = self.query_one(ReasoningView)
         budgets = self.query_one(Budgets)
-        if kind in ("run_started", "run_resumed"):
+        if kind in (EventKind.RUN_STARTED, EventKind.RUN_RESUMED):
             self.target = event.get("target")
-            log.write(f"{'resumed' if kind == 'run_resumed' else 'started'}: {event.get('evaluated')} evaluated, target {self.target}")
-        elif kind == "preparing":
+            log.write(f"{'resumed' if kind == EventKind.RUN_RESUMED else 'started'}: {event.get('evaluated')} evaluated, target {self.target}")
+        elif kind == EventKind.PREPARING:
             log.write(event.get("message", ""))
-        elif kind == "token":
+        elif kind == EventKind.TOKEN:
             reasoning.stream(event.get("text", ""), (event.get("purpose"), event.get("step"), event.get("model")))
-        elif kind == "llm_call":
+        elif kind == EventKind.LLM_CALL:
             self.budget.from_llm_summary(event.get("budget"))
             self._show_budgets()
-        elif kind == "budget":
+        elif kind == EventKind.BUDGET:
             self.budget.from_budget_event(event)
             self._show_budgets()
-        elif kind == "proposal":
+        elif kind == EventKind.PROPOSAL:
             parents = ", ".join(f"#{p}" for p in event.get("parent_ids") or [])
             reasoning.add(f"**#{event['candidate_id']} {event['name']}** ({event.get('operator') or 'proposal'}{'; parents ' + parents if parents else ''})\n\n{event.get('thought') or ''}")
             budgets.set_activity(f"checking #{event['candidate_id']}")
-        elif kind == "reflection":
+        elif kind == EventKind.REFLECTION:
             reasoning.add(f"> _reflection on #{event['candidate_id']}:_ {event.get('text', '')}")
-        elif kind == "check" and not event.get("passed"):
+        elif kind == EventKind.CHECK and not event.get("passed"):
             log.write(f"[yellow]rejected[/] #{event['candidate_id']} {event['name']}: {event.get('summary', '')}")
-        elif kind == "duplicate":
+        elif kind == EventKind.DUPLICATE:
             log.write(f"[dim]duplicate[/] #{event['candidate_id']} {event['name']} behaves like #{event['duplicate_of']}")
-        elif kind == "screen_started":
+        elif kind == EventKind.SCREEN_STARTED:
             budgets.set_activity(f"screening #{event['candidate_id']} on the proxy...")
             budgets.start_screen(self._typical_screen_seconds())
-        elif kind == "evaluated":
+        elif kind == EventKind.EVALUATED:
             fitness = event.get("fitness")
             shown = f"{fitness:+.4f}" if fitness is not None else f"[red]{event.get('status')}[/] {event.get('error')}"
             log.write(f"#{event['candidate_id']} {event['name']}: {shown}")
             budgets.end_screen()
             budgets.set_activity("")
-        elif kind == "error":
+        elif kind == EventKind.ERROR:
             log.write(f"[red]error[/] {event.get('message')}")
-        elif kind == "paused":
+        elif kind == EventKind.PAUSED:
             log.write("[b]paused[/] (p to resume)")
-        elif kind == "resumed":
+        elif kind == EventKind.RESUMED:
             log.write("resumed")
-        elif kind == "run_stopped":
+        elif kind == EventKind.RUN_STOPPED:
             self.finished = event
             log.write(f"[b]stopped[/] ({event.get('stop_reason')}): {event.get('evaluated')} evaluated")
             budgets.end_screen()
@@ -276,16 +280,14 @@ class LossforgeApp(App):
     @work(thread=True, exclusive=True, group="plot")
     def _plot(self, candidate_id: int, name: str, code: str) -> None:
         """Sample the loss curve in the sandbox (candidate code never runs in the UI's process)."""
-        from lossforge.report.run import RHOS
         from lossforge.sandbox.protocol import SandboxError
-        from lossforge.trainer.curves import loss_curve
-        from lossforge.trainer.losses import library_code
+        from lossforge.tools.shapes import dpo_shape, loss_shape
 
         try:
             if self._dpo_curve is None:
-                self._dpo_curve = self._sandbox.run(library_code("dpo"), loss_curve, self.config.proxy.screen.beta, RHOS, timeout=20)
+                self._dpo_curve = dpo_shape(self._sandbox, self.config.proxy.screen.beta, timeout=20)
             if candidate_id not in self._curves and code:
-                self._curves[candidate_id] = self._sandbox.run(code, loss_curve, self.config.proxy.screen.beta, RHOS, timeout=20)
+                self._curves[candidate_id] = loss_shape(self._sandbox, code, self.config.proxy.screen.beta, timeout=20)
         except SandboxError:
             self._curves[candidate_id] = None
         self.call_from_thread(self.query_one(LossPlot).show, name, self._curves.get(candidate_id), self._dpo_curve)

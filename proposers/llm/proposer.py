@@ -10,7 +10,7 @@ answer either way), and returns the proposal. ``supports_repair`` is True: when 
 set the prompt shows that candidate's code, its failed check's evidence and hint, and asks for a
 diagnosis and a repair. ``reflect(summary) -> str`` writes the short note stored after each result.
 
-Events (``agent.events.emit``, a no-op outside a graph run): ``token`` {text, channel, purpose, step,
+Events (``rundir.events.emit``, a no-op outside a graph run): ``token`` {text, channel, purpose, step,
 model} as the answer streams (pieces coalesced to about ``stream_chunk_chars``; ``channel`` is
 ``"reasoning"`` for a reasoning model's reasoning and ``"answer"`` for the answer, so the TUI's reasoning
 pane shows both live), then ``llm_call`` {purpose, step, model, prompt_tokens, completion_tokens,
@@ -52,7 +52,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from lossforge.rundir.events import emit
+from lossforge.rundir.events import EventKind, emit
 from lossforge.settings.llm import LLMProposerConfig, LLMProposerSettings, ModelChoice
 from lossforge.proposers.llm.prompts import (
     PROMPT_VERSION,
@@ -107,7 +107,7 @@ class _TokenSink:
 
     def flush(self) -> None:
         if self.buffer:
-            self.emitter("token", text=self.buffer, channel=self.channel, **self.tags)
+            self.emitter(EventKind.TOKEN, text=self.buffer, channel=self.channel, **self.tags)
             self.buffer = ""
 
 
@@ -226,7 +226,7 @@ class LLMProposer:
             in_reasoning = not result.text.strip() and bool(result.reasoning)
             message = _truncation_message(tried, in_reasoning, retry, self.settings, kept=keep)
             self.emitter(
-                "truncated",
+                EventKind.TRUNCATED,
                 purpose=purpose,
                 step=step,
                 model=model,
@@ -286,7 +286,7 @@ class LLMProposer:
         self._charge(result.usage, purpose, step, result.seconds, finish_reason=result.finish_reason,
                      reasoning_chars=len(result.reasoning))
         if result.reasoning:
-            self.emitter("reasoning", purpose=purpose, step=step, model=model, text=result.reasoning,
+            self.emitter(EventKind.REASONING, purpose=purpose, step=step, model=model, text=result.reasoning,
                          chars=len(result.reasoning))
         return result
 
@@ -294,7 +294,7 @@ class LLMProposer:
                 reasoning_chars: int = 0) -> None:
         usd = self.budget.charge(usage)
         self.emitter(
-            "llm_call",
+            EventKind.LLM_CALL,
             purpose=purpose,
             step=step,
             model=usage.model,

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import Candidate
 
 COLUMNS = ("gen", "id", "name", "status", "fitness", "time")
 
 
 def status_text(candidate: Candidate) -> str:
-    if candidate.status == "rejected":
+    if candidate.status == CandidateStatus.REJECTED:
         return f"rejected ({candidate.failed_check})"
-    if candidate.status == "duplicate":
+    if candidate.status == CandidateStatus.DUPLICATE:
         return f"duplicate of #{candidate.duplicate_of}"
-    if candidate.status == "evaluated":
+    if candidate.status == CandidateStatus.EVALUATED:
         return "judged"
     return candidate.status
 
