@@ -54,17 +54,33 @@ What it does not guarantee
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import time
-import traceback
 import warnings
 from typing import Any, Callable
 
 import torch
 
+from lossforge.candidate.check_inputs import (
+    RANDOM_LOW,
+    _backward,
+    _call,
+    _describe_exception,
+    _example,
+    _Fail,
+    _fmt,
+    _gen,
+    _is_oom,
+    _leafs,
+    _margin_inputs,
+    _mirror,
+    _nonfinite_summary,
+    _random_logps,
+)
 from lossforge.candidate.fingerprint import fingerprint, single_threaded
-from lossforge.candidate.policy import CANDIDATE_FILENAME, PolicyViolation, load_candidate
+from lossforge.candidate.namespace import load_candidate
+from lossforge.candidate.policy import CANDIDATE_FILENAME, PolicyViolation
+from lossforge.candidate.properties import _record_properties
 from lossforge.candidate.report import CheckReport, CheckResult
 
 __all__ = ["CHECK_NAMES", "TRAINING_MARGIN_LIMIT", "run_checks", "check_function"]
@@ -102,149 +118,13 @@ TRAINING_MARGIN_LIMIT = 50.0
 EXTREME_MARGINS = (TRAINING_MARGIN_LIMIT, -TRAINING_MARGIN_LIMIT, 0.0)
 #: Stress margins beyond that range: non-finite here is a warning (``beyond_training_range``).
 BEYOND_TRAINING_MARGINS = (1e2, -1e2, 1e3, -1e3)
-#: Lowest log-prob of the random inputs (at large beta it is raised; see ``_random_low``).
-RANDOM_LOW = -80.0
 PREFERENCE_MARGINS = (1.0, 3.0, 5.0)
-SEED = 1234
-
-
-class _Fail(Exception):
-    """A check failed: evidence and hint for the report."""
-
-    def __init__(self, evidence: str, hint: str = "") -> None:
-        super().__init__(evidence)
-        self.evidence = evidence
-        self.hint = hint
-
-
-# --------------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------------
-
-
-def _gen(offset: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(SEED + offset)
 
 
 def _random_low(beta: float) -> float:
     """The lowest random log-prob for ``beta``: -80, raised at large ``beta`` so that every random pair's
     ``|beta * margin|`` (at most ``2 * (high - low) * beta``) stays within ``TRAINING_MARGIN_LIMIT``."""
     return max(RANDOM_LOW, -1.0 - TRAINING_MARGIN_LIMIT / (2.0 * beta))
-
-
-def _random_logps(batch: int, gen: torch.Generator, dtype: torch.dtype = torch.float32,
-                  low: float = RANDOM_LOW, high: float = -1.0) -> list[torch.Tensor]:
-    return [(torch.rand(batch, generator=gen, dtype=torch.float64) * (high - low) + low).to(dtype)
-            for _ in range(4)]
-
-
-def _valid(pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor) -> list[torch.Tensor]:
-    """Shift each side so all log-probs are <= -1, keeping every log-ratio (and so the margin) intact."""
-    top_c = torch.clamp(torch.maximum(pc, rc) + 1.0, min=0.0)
-    top_r = torch.clamp(torch.maximum(pr, rr) + 1.0, min=0.0)
-    return [pc - top_c, pr - top_r, rc - top_c, rr - top_r]
-
-
-def _margin_inputs(margin_logits: float, beta: float, batch: int, gen: torch.Generator,
-                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
-    """Pairs whose ``beta * ((pc - rc) - (pr - rr))`` equals ``margin_logits`` exactly (in float64), with
-    random reference log-probs and a random split of the margin between chosen and rejected."""
-    h = margin_logits / beta
-    rc, rr = [torch.rand(batch, generator=gen, dtype=torch.float64) * -79.0 - 1.0 for _ in range(2)]
-    s = torch.rand(batch, generator=gen, dtype=torch.float64)
-    pc = rc + s * h
-    pr = rr - (1.0 - s) * h
-    return [t.to(dtype) for t in _valid(pc, pr, rc, rr)]
-
-
-def _mirror(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    pc, pr, rc, rr = inputs
-    return [pr, pc, rr, rc]
-
-
-# --------------------------------------------------------------------------------------------------
-# Calling the candidate
-# --------------------------------------------------------------------------------------------------
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or (
-        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-
-
-def _candidate_line(exc: BaseException) -> str:
-    """' at line N (`source`)' for the deepest candidate frame of the traceback, or ''."""
-    line = ""
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        if frame.f_code.co_filename == CANDIDATE_FILENAME:
-            line = f" at line {lineno}"
-    return line
-
-
-def _describe_exception(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if len(msg) > 300:
-        msg = msg[:297] + "..."
-    return f"raised {type(exc).__name__}{_candidate_line(exc)}: {msg}"
-
-
-def _call(fn: Callable[..., Any], inputs: list[torch.Tensor], beta: float, what: str) -> Any:
-    try:
-        return fn(*inputs, beta)
-    except PolicyViolation:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a candidate may raise anything
-        if _is_oom(exc):
-            raise MemoryError(str(exc)) from exc
-        if not isinstance(exc, Exception):
-            raise
-        hint = "fix the error; the inputs are four float tensors of shape (batch,) and beta is a float."
-        if isinstance(exc, AttributeError):
-            hint = ("use a function or method that exists (see the error for the closest names); the inputs are "
-                    "four float tensors of shape (batch,) and beta is a float.")
-        raise _Fail(f"{what}: {_describe_exception(exc)}", hint) from exc
-
-
-def _backward(out: torch.Tensor, what: str) -> None:
-    try:
-        out.sum().backward()
-    except BaseException as exc:  # noqa: BLE001
-        if _is_oom(exc):
-            raise MemoryError(str(exc)) from exc
-        if not isinstance(exc, Exception):
-            raise
-        raise _Fail(f"{what}: backward {_describe_exception(exc)}",
-                    "do not modify tensors in place (x += ..., x[i] = ...) on values autograd needs; "
-                    "build new tensors instead.") from exc
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.6g}"
-
-
-def _example(inputs: list[torch.Tensor], idx: int) -> str:
-    pc, pr, rc, rr = (float(t.detach()[idx]) for t in inputs)
-    return f"policy_chosen={_fmt(pc)}, policy_rejected={_fmt(pr)}, reference_chosen={_fmt(rc)}, " \
-           f"reference_rejected={_fmt(rr)}"
-
-
-def _leafs(inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    pc, pr, rc, rr = (t.detach().clone() for t in inputs)
-    pc.requires_grad_(True)
-    pr.requires_grad_(True)
-    return [pc, pr, rc, rr]
-
-
-def _nonfinite_summary(t: torch.Tensor) -> str:
-    t = t.detach().float()
-    n_nan = int(torch.isnan(t).sum())
-    n_inf = int(torch.isinf(t).sum())
-    parts = []
-    if n_nan:
-        parts.append(f"{n_nan} nan")
-    if n_inf:
-        parts.append(f"{n_inf} inf")
-    return " and ".join(parts) + f" of {t.numel()}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,82 +344,6 @@ _CHECKS: tuple[tuple[str, Callable[[Callable[..., Any], float, dict[str, Any]], 
     ("dtype", _check_dtype),
     ("determinism", _check_determinism),
 )
-
-
-# --------------------------------------------------------------------------------------------------
-# Properties
-# --------------------------------------------------------------------------------------------------
-
-
-def _batch_coupled(fn: Callable[..., Any], beta: float) -> bool:
-    """Replace pairs 8..63 and see whether the losses of pairs 0..7 move. Probed on random log-probs and on
-    small margins (|beta * margin| <= 2 and <= 0.1), where saturating batch statistics are not flat."""
-
-    def small(scale: float) -> Callable[[int, torch.Generator], list[torch.Tensor]]:
-        def make(n: int, g: torch.Generator) -> list[torch.Tensor]:
-            pc, pr, rc, rr = _margin_inputs(0.0, beta, n, g, dtype=torch.float64)
-            pc = pc + (torch.rand(n, generator=g, dtype=torch.float64) * 2.0 - 1.0) * scale / beta
-            return [t.float() for t in _valid(pc, pr, rc, rr)]
-        return make
-
-    probes = ((80, lambda n, g: _random_logps(n, g)), (82, small(2.0)), (84, small(0.1)))
-    for offset, make in probes:
-        a = make(64, _gen(offset))
-        b = [t.clone() for t in a]
-        for t, f in zip(b, make(56, _gen(offset + 1))):
-            t[8:] = f
-        with torch.no_grad():
-            out_a = fn(*a, beta)[:8].double()
-            out_b = fn(*b, beta)[:8].double()
-        if not torch.allclose(out_a, out_b, rtol=1e-6, atol=1e-7):
-            return True
-    return False
-
-
-def _seconds_per_call(fn: Callable[..., Any], beta: float) -> float:
-    inputs = _random_logps(64, _gen(90))
-    times = []
-    with torch.no_grad():
-        for _ in range(5):
-            t0 = time.perf_counter()
-            fn(*inputs, beta)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def _autograd_bytes_per_call(fn: Callable[..., Any], beta: float) -> int:
-    """Bytes a call at batch 64 (float32) keeps alive for its backward pass: the tensors autograd saves,
-    counted once per storage, plus the output. This is the loss's own memory cost in training."""
-    inputs = [t.clone().requires_grad_(i < 2) for i, t in enumerate(_random_logps(64, _gen(91)))]
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
-        except (RuntimeError, NotImplementedError):
-            seen[id(t)] = t.numel() * t.element_size()
-        return t
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(*inputs, beta)
-    total = sum(seen.values())
-    if isinstance(out, torch.Tensor):
-        total += out.numel() * out.element_size()
-    return int(total)
-
-
-def _record_properties(fn: Callable[..., Any], beta: float, props: dict[str, Any]) -> None:
-    for key, probe in (("batch_coupled", _batch_coupled), ("seconds_per_call", _seconds_per_call),
-                       ("autograd_bytes_per_call", _autograd_bytes_per_call)):
-        try:
-            props[key] = probe(fn, beta)
-        except MemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - properties never fail a candidate
-            if _is_oom(exc):
-                raise MemoryError(str(exc)) from exc
-            props[key] = None
 
 
 # --------------------------------------------------------------------------------------------------

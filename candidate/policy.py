@@ -1,9 +1,12 @@
-"""The policy every candidate loss passes before any of its code runs: an AST allow-list, then a
-RestrictedPython compile into a namespace that holds only ``torch``, ``F``, ``math`` and a few builtins.
+"""The policy every candidate loss passes before any of its code runs, its static half: the AST
+allow-list (``check_source``) and the exception every rule raises (``PolicyViolation``). The other half,
+the RestrictedPython compile into a namespace that holds only ``torch``, ``F``, ``math`` and a few
+builtins, is ``lossforge.candidate.namespace`` (``load_candidate`` runs both); the lists the rules read
+are ``lossforge.candidate.allowlist``.
 
 What this module guarantees
 ---------------------------
-* ``load_candidate(code)`` returns a ``LoadedCandidate(name, fn)`` only for source that is exactly
+* ``check_source(code)`` returns the parsed module and its function node only for source that is exactly
 
       [module docstring]
       [import math | import torch | import torch.nn.functional as F | from torch.nn import functional as F]
@@ -25,13 +28,6 @@ What this module guarantees
   of those), at most ``MAX_LOOP_ITERATIONS`` iterations each and ``MAX_NESTED_ITERATIONS`` nested; at
   run time every loop is also cut off after ``MAX_LOOP_ITERATIONS`` items; names used must be
   parameters, locals, ``torch``/``F``/``math`` or the safe builtins.
-* The function is compiled with RestrictedPython's ``compile_restricted`` (which rewrites every ``a.b``
-  into ``_getattr_(a, "b")``, ``a[k]`` into ``_getitem_``, ``a[k] = v`` into ``_write_``, loops into
-  ``_getiter_``). The guarded ``_getattr_`` is the runtime backstop of the static checks: it refuses names
-  starting with ``_``, the forbidden attribute names, ``str.format``, and any attribute whose value is a
-  module other than torch, torch.nn, torch.nn.functional, torch.linalg, torch.special, torch.fft,
-  torch.distributions and math (``F.importlib``, ``F.np``, ``torch.nn.modules`` ...). Builtins are only
-  ``SAFE_BUILTINS``.
 
 What it does not guarantee
 --------------------------
@@ -46,144 +42,44 @@ What it does not guarantee
 from __future__ import annotations
 
 import ast
-import builtins
-import difflib
-import math
-import operator
-import types
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-from RestrictedPython import compile_restricted
-from RestrictedPython.Guards import (
-    guarded_iter_unpack_sequence,
-    guarded_unpack_sequence,
-    safer_getattr,
+from lossforge.candidate.allowlist import (
+    _ALLOWED_IMPORTS,
+    _ALLOWED_IMPORTS_TEXT,
+    _TENSOR_MATH,
+    FORBIDDEN_CALLS,
+    FORBIDDEN_MODULE_NAMES,
+    MAX_DEPTH,
+    MAX_LITERAL_EXPONENT,
+    MAX_LOOP_ITERATIONS,
+    MAX_NESTED_ITERATIONS,
+    MAX_NODES,
+    PARAMETERS,
+    PREBOUND,
+    SAFE_BUILTINS,
+    _is_forbidden_attribute,
+)
+from lossforge.candidate.astutil import (
+    _assigned_names,
+    _depth,
+    _dotted,
+    _int_literal,
+    _iteration_bound,
+    _line,
+    _snippet,
 )
 
 __all__ = [
-    "PARAMETERS",
-    "SAFE_BUILTINS",
-    "FORBIDDEN_CALLS",
-    "FORBIDDEN_ATTRIBUTES",
-    "MAX_LOOP_ITERATIONS",
     "CANDIDATE_FILENAME",
     "LoadedCandidate",
     "PolicyViolation",
-    "load_candidate",
+    "check_source",
 ]
-
-#: The exact positional parameters a candidate takes, in order.
-PARAMETERS = (
-    "policy_chosen_logps",
-    "policy_rejected_logps",
-    "reference_chosen_logps",
-    "reference_rejected_logps",
-    "beta",
-)
 
 #: The file name compiled candidates carry in tracebacks (the check suite uses it to find line numbers).
 CANDIDATE_FILENAME = "<candidate>"
-
-#: Builtins a candidate may use.
-SAFE_BUILTINS: dict[str, Any] = {
-    "abs": abs,
-    "min": min,
-    "max": max,
-    "float": float,
-    "int": int,
-    "range": range,
-    "len": len,
-    "sum": sum,
-    "bool": bool,
-    "round": round,
-    "isinstance": isinstance,
-    "tuple": tuple,
-    "list": list,
-    "zip": zip,
-    "enumerate": enumerate,
-    "True": True,
-    "False": False,
-    "None": None,
-}
-
-#: Module-level names pre-bound in the candidate's namespace.
-PREBOUND = {"torch": torch, "F": F, "math": math}
-
-#: Builtins and names whose use is refused, with the reason given to the proposer.
-FORBIDDEN_CALLS = frozenset(
-    {
-        "exec", "eval", "compile", "open", "getattr", "setattr", "delattr", "hasattr", "globals", "locals",
-        "vars", "dir", "__import__", "breakpoint", "input", "help", "type", "object", "super", "print",
-        "memoryview", "bytearray", "classmethod", "staticmethod", "property", "exit", "quit", "id", "iter",
-        "next", "callable", "issubclass", "reload",
-    }
-)
-
-#: Module names that must not appear anywhere, as a name or an attribute.
-FORBIDDEN_MODULE_NAMES = frozenset(
-    {
-        "os", "sys", "subprocess", "builtins", "importlib", "np", "numpy", "ctypes", "inspect", "pickle",
-        "shutil", "pathlib", "io", "gc", "socket", "signal", "resource", "threading", "multiprocessing",
-        "warnings", "dataclasses", "marshal", "runpy", "code", "codecs", "tempfile", "glob",
-    }
-)
-
-#: Attribute names refused on any object (torch's ways out of tensor math, file and hook APIs, global
-#: state). ``set_*`` (``torch.set_grad_enabled``, ``x.set_``, ...) is refused by prefix.
-FORBIDDEN_ATTRIBUTES = frozenset(
-    {
-        # torch namespaces outside tensor math
-        "load", "save", "from_file", "hub", "ops", "utils", "cuda", "mps", "xpu", "distributed", "jit",
-        "classes", "library", "backends", "multiprocessing", "compile", "autograd", "fx", "onnx", "export",
-        "package", "profiler", "testing", "serialization", "overrides", "cpp_extension", "storage",
-        "untyped_storage", "Storage", "UntypedStorage", "TypedStorage", "frombuffer", "from_numpy",
-        "compiler", "_dynamo", "futures", "monitor",
-        # tensor methods that call back into Python, touch memory sharing or the autograd engine
-        "register_hook", "register_post_accumulate_grad_hook", "register_forward_hook",
-        "register_forward_pre_hook", "register_full_backward_hook", "register_backward_hook",
-        "apply_", "map_", "map2_", "share_memory_", "pin_memory", "numpy", "tofile", "backward",
-        "retain_grad", "requires_grad_",
-        # global state of the training process
-        "manual_seed", "seed", "use_deterministic_algorithms", "no_grad", "enable_grad",
-        "inference_mode", "autocast",
-        # string formatting walks attributes (``"{0.__class__}".format(x)``)
-        "format", "format_map",
-        # object internals
-        "mro", "gi_frame", "gi_code", "f_globals", "f_locals", "f_back", "co_code", "tb_frame",
-    }
-) | FORBIDDEN_MODULE_NAMES
-
-#: Modules an attribute access may lead to at run time.
-ALLOWED_MODULES = frozenset(
-    {"torch", "torch.nn", "torch.nn.functional", "torch.linalg", "torch.special", "torch.fft",
-     "torch.distributions", "math"}
-)
-
-#: Most iterations one (nest of) for loop(s) may run.
-MAX_LOOP_ITERATIONS = 100
-#: Most iterations nested loops may run in total (the product of their bounds).
-MAX_NESTED_ITERATIONS = 10_000
-#: Most AST nodes, and the deepest AST nesting, a candidate may have.
-MAX_NODES = 5_000
-MAX_DEPTH = 100
-#: Largest literal exponent in ``a ** b`` and shift in ``a << b``.
-MAX_LITERAL_EXPONENT = 1_000
-
-_TENSOR_MATH = "a loss may only do tensor math with torch, F and math"
-
-# The allowed import statements: ("import", module, asname) / ("from", module, name, asname).
-_ALLOWED_IMPORTS = {
-    ("import", "math", None),
-    ("import", "torch", None),
-    ("import", "torch.nn.functional", "F"),
-    ("from", "torch.nn", "functional", "F"),
-}
-_ALLOWED_IMPORTS_TEXT = (
-    "`import math`, `import torch`, `import torch.nn.functional as F`, `from torch.nn import functional as F`"
-)
 
 
 class PolicyViolation(Exception):
@@ -217,91 +113,6 @@ class LoadedCandidate:
 # --------------------------------------------------------------------------------------------------
 # Static checks
 # --------------------------------------------------------------------------------------------------
-
-
-def _snippet(node: ast.AST, limit: int = 60) -> str:
-    try:
-        text = ast.unparse(node)
-    except Exception:  # pragma: no cover - unparse is total on parsed trees
-        text = type(node).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _line(node: ast.AST) -> str:
-    return f"line {getattr(node, 'lineno', '?')}"
-
-
-def _dotted(node: ast.AST) -> str:
-    """``torch.nn.functional.x`` for an attribute chain, or the snippet of the expression."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return _snippet(node) if not parts else f"({_snippet(node, 30)}).{'.'.join(reversed(parts))}"
-
-
-def _is_forbidden_attribute(name: str) -> bool:
-    return name.startswith("_") or name in FORBIDDEN_ATTRIBUTES or name.startswith("set_")
-
-
-def _int_literal(node: ast.AST) -> int | None:
-    """The value of an int literal (``5``, ``-5``), else None."""
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _int_literal(node.operand)
-        if inner is not None:
-            return -inner if isinstance(node.op, ast.USub) else inner
-    return None
-
-
-def _iteration_bound(node: ast.AST, bounded: dict[str, int] | None = None) -> int | None:
-    """How many times a loop over ``node`` runs, when that is known from literals (or from a local name
-    bound to such a literal, in ``bounded``); else None."""
-    bounded = bounded or {}
-    if isinstance(node, ast.Name):
-        return bounded.get(node.id)
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        if any(isinstance(e, ast.Starred) for e in node.elts):
-            return None
-        return len(node.elts)
-    if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
-        total = 1
-        for gen in node.generators:
-            inner = _iteration_bound(gen.iter, bounded)
-            if inner is None:
-                return None
-            total *= inner
-        return total
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-        if node.func.id == "range" and 1 <= len(node.args) <= 3:
-            values = [_int_literal(a) for a in node.args]
-            if any(v is None for v in values):
-                return None
-            if len(values) == 3 and values[2] == 0:
-                return None
-            return len(range(*values))
-        if node.func.id in ("zip", "enumerate", "tuple", "list", "reversed") and node.args:
-            args = node.args if node.func.id == "zip" else node.args[:1]
-            bounds = [_iteration_bound(a, bounded) for a in args]
-            if any(b is None for b in bounds):
-                return None
-            return min(bounds)
-    return None
-
-
-def _assigned_names(fn: ast.FunctionDef) -> set[str]:
-    names = {a.arg for a in fn.args.args}
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-    return names
 
 
 class _BodyChecker(ast.NodeVisitor):
@@ -615,18 +426,6 @@ def _check_signature(fn: ast.FunctionDef) -> None:
         )
 
 
-def _depth(tree: ast.AST) -> tuple[int, int]:
-    """(number of nodes, maximum depth) of the tree, iteratively."""
-    count, deepest = 0, 0
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        count += 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return count, deepest
-
-
 def check_source(code: str, max_chars: int = 20_000) -> tuple[ast.Module, ast.FunctionDef]:
     """Run the static checks; return the parsed module and its function node, or raise
     ``PolicyViolation``."""
@@ -658,146 +457,3 @@ def check_source(code: str, max_chars: int = 20_000) -> tuple[ast.Module, ast.Fu
     _check_signature(fn)
     _BodyChecker(fn).run()
     return tree, fn
-
-
-# --------------------------------------------------------------------------------------------------
-# Restricted namespace and compile
-# --------------------------------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _guarded_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
-    """RestrictedPython's ``_getattr_``: refuse private names, forbidden attributes and modules outside
-    tensor math; then RestrictedPython's own ``safer_getattr`` (str.format, frame attributes)."""
-    if not isinstance(name, str) or _is_forbidden_attribute(name):
-        raise PolicyViolation(
-            "forbidden_attribute", f"attribute `{name}` is not allowed at run time; {_TENSOR_MATH}.",
-            "use only tensor operations (torch.*, F.*, tensor methods).",
-        )
-    # RestrictedPython's safer_getattr returns its ``default`` (None unless given) for a missing
-    # attribute: a misspelt ``F.logsigmod`` would surface later as "'NoneType' object is not callable".
-    value = safer_getattr(obj, name, default)
-    if value is _MISSING:
-        raise AttributeError(missing_attribute_message(obj, name))
-    if isinstance(value, types.ModuleType) and value.__name__ not in ALLOWED_MODULES:
-        raise PolicyViolation(
-            "forbidden_attribute", f"`{name}` leads to the module `{value.__name__}`; {_TENSOR_MATH}.",
-            "use torch, F (torch.nn.functional), torch.linalg, torch.special and math only.",
-        )
-    return value
-
-
-def missing_attribute_message(obj: Any, name: str) -> str:
-    """What to tell the author of ``obj.name`` when ``obj`` has no attribute ``name``, with the closest
-    public names of ``obj`` (``difflib``), e.g. "torch.nn.functional has no attribute 'logsigmod' (did
-    you mean 'logsigmoid'?)"."""
-    if isinstance(obj, types.ModuleType):
-        owner = obj.__name__
-    elif isinstance(obj, type):
-        owner = f"the class {obj.__name__}"
-    else:
-        owner = f"a {type(obj).__name__} object"
-    public = [n for n in dir(obj) if not _is_forbidden_attribute(n)]
-    close = difflib.get_close_matches(name, public, n=3, cutoff=0.75)
-    text = f"{owner} has no attribute {name!r}"
-    if close:
-        text += " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
-    return text
-
-
-def _guarded_getitem(obj: Any, key: Any) -> Any:
-    return obj[key]
-
-
-def _guarded_write(obj: Any) -> Any:
-    # Item assignment on tensors/lists (``x[mask] = 0``); attribute assignment is refused statically.
-    if isinstance(obj, types.ModuleType):
-        raise PolicyViolation("forbidden_syntax", "writing into a module is not allowed.", "assign to local variables.")
-    return obj
-
-
-_INPLACE_OPS = {
-    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "@=": operator.imatmul,
-    "<<=": operator.ilshift, ">>=": operator.irshift, "|=": operator.ior, "^=": operator.ixor,
-    "&=": operator.iand,
-}
-
-
-def _guarded_iter(obj: Any) -> Iterator[Any]:
-    """RestrictedPython's ``_getiter_``: every loop and comprehension stops with a ``PolicyViolation``
-    after ``MAX_LOOP_ITERATIONS`` items (the runtime backstop of the static loop rule, e.g. against a list
-    that grows while it is iterated)."""
-    for count, item in enumerate(obj):
-        if count >= MAX_LOOP_ITERATIONS:
-            raise PolicyViolation(
-                "loop", f"a loop ran more than {MAX_LOOP_ITERATIONS} iterations.",
-                "use vectorised tensor operations instead of Python loops.",
-            )
-        yield item
-
-
-def _inplacevar(op: str, x: Any, y: Any) -> Any:
-    return _INPLACE_OPS[op](x, y)
-
-
-def _apply(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return f(*args, **kwargs)
-
-
-#: Packages torch's own C++ code may import lazily while a candidate's frame is the current one.
-_INTERNAL_IMPORT_ROOTS = frozenset({"torch", "numpy", "math", "typing", "functools", "collections", "warnings"})
-
-
-def _internal_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
-    """`__import__` for C code only (PyImport_Import reads the *current frame's* builtins).
-
-    torch's C++ functions import helper modules on first use (e.g. `torch.clamp` with a keyword); when
-    that first use happens inside candidate code, CPython looks `__import__` up in the candidate's
-    builtins. Candidate source can never name it (the policy refuses every underscore name), so this
-    only serves torch's internals, and only for torch and a few standard modules.
-    """
-    if level != 0 or name.split(".")[0] not in _INTERNAL_IMPORT_ROOTS:
-        raise ImportError(f"import of {name!r} is not allowed in candidate code")
-    return builtins.__import__(name, globals, locals, fromlist, level)
-
-
-def restricted_namespace() -> dict[str, Any]:
-    """A fresh global namespace for one candidate: torch, F, math, the safe builtins and the guards."""
-    return {
-        "__builtins__": {**SAFE_BUILTINS, "__import__": _internal_import},
-        "__name__": "lossforge_candidate",
-        "_getattr_": _guarded_getattr,
-        "_getitem_": _guarded_getitem,
-        "_write_": _guarded_write,
-        "_getiter_": _guarded_iter,
-        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
-        "_unpack_sequence_": guarded_unpack_sequence,
-        "_inplacevar_": _inplacevar,
-        "_apply_": _apply,
-        **PREBOUND,
-    }
-
-
-def load_candidate(code: str, max_chars: int = 20_000) -> LoadedCandidate:
-    """Check ``code`` against the policy and compile its function into a restricted namespace.
-
-    Raises ``PolicyViolation`` (with ``check``, ``evidence``, ``hint``) when the code breaks the policy.
-    """
-    _tree, fn_node = check_source(code, max_chars=max_chars)
-    # Compile only the function: the allowed imports are pre-bound names, and the docstring is dropped.
-    module = ast.Module(body=[fn_node], type_ignores=[])
-    try:
-        byte_code = compile_restricted(module, filename=CANDIDATE_FILENAME, mode="exec")
-    except SyntaxError as e:  # RestrictedPython lists what its transformer refused
-        raise PolicyViolation(
-            "restricted", f"RestrictedPython refused the code: {e}",
-            "write plain tensor math: local variables, torch/F/math calls, tensor methods and indexing.",
-        ) from None
-    namespace = restricted_namespace()
-    exec(byte_code, namespace)  # defines the function (evaluates only literal defaults and annotations)
-    fn = namespace.get(fn_node.name)
-    if not callable(fn):  # pragma: no cover - the AST check guarantees a def
-        raise PolicyViolation("single_function", f"`{fn_node.name}` is not a function.", "define one function.")
-    return LoadedCandidate(name=fn_node.name, fn=fn)

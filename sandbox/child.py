@@ -185,7 +185,8 @@ def _child(job: dict[str, Any], result_fd: int, state: Any) -> None:  # pragma: 
 
             message = ("ok", run_checks(job["code"], job["beta"]).model_dump(), "")
         elif mode == "run":
-            from lossforge.candidate.policy import PolicyViolation, load_candidate
+            from lossforge.candidate.namespace import load_candidate
+            from lossforge.candidate.policy import PolicyViolation
 
             try:
                 loaded = load_candidate(job["code"])

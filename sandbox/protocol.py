@@ -87,7 +87,8 @@ class InProcessSandbox:
         return run_checks(code, beta)
 
     def run(self, code: str, task: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
-        from lossforge.candidate.policy import PolicyViolation, load_candidate
+        from lossforge.candidate.namespace import load_candidate
+        from lossforge.candidate.policy import PolicyViolation
 
         try:
             loaded = load_candidate(code)

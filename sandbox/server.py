@@ -70,7 +70,7 @@ def _warm_up() -> int:
     default_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     from lossforge.candidate.checks import run_checks
-    import lossforge.candidate.policy  # noqa: F401
+    import lossforge.candidate.namespace  # noqa: F401
 
     run_checks(
         "import torch.nn.functional as F\n\n"

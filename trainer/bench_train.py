@@ -23,7 +23,7 @@ def bench_train(steps: int = 20, batch_size: int = 8, rows: int = 256, repeats: 
     from transformers import AutoTokenizer
     from trl import DPOTrainer
 
-    from lossforge.candidate.policy import load_candidate
+    from lossforge.candidate.namespace import load_candidate
     from lossforge.trainer.losses import library_code
     from lossforge.trainer.ref_cache import RefLogpCache
     from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model

@@ -7,8 +7,8 @@ the launchers.
 
 What it guarantees
 ------------------
-* The candidate is loaded in this process only through ``sandbox.policy.load_candidate`` (the same
-  AST allow-list and RestrictedPython compile as everywhere else), and ``sandbox.checks.run_checks`` is
+* The candidate is loaded in this process only through ``candidate.namespace.load_candidate`` (the same
+  AST allow-list and RestrictedPython compile as everywhere else), and ``candidate.checks.run_checks`` is
   run again, with the job's beta, before anything is loaded: a failing candidate ends the job with
   ``JobResult(ok=False, error=<the check summary>, check_report=...)`` and no training.
 * ``CandidateDPOTrainer`` computes the policy's summed completion log-probs *by TRL's own code* (its
@@ -471,7 +471,7 @@ def run_job(config: JobConfig, loss_code: str, job_dir: str | Path | None = None
     """Check, train, evaluate and save one candidate; see the module docstring. Never raises for a bad
     candidate or a failed training: the error is in ``JobResult.error`` (and ``result.json``)."""
     from lossforge.candidate.checks import run_checks
-    from lossforge.candidate.policy import load_candidate
+    from lossforge.candidate.namespace import load_candidate
 
     start = time.perf_counter()
     out_dir = Path(job_dir or config.output_dir or "lossforge-job").expanduser().resolve()

@@ -4,11 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossforge.candidate.policy import (
-    PolicyViolation,
-    _guarded_getattr,
-    load_candidate,
-)
+from lossforge.candidate.namespace import _guarded_getattr, load_candidate
+from lossforge.candidate.policy import PolicyViolation
 
 SIG = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
 

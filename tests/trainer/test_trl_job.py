@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("trl")
 
-from lossforge.candidate.policy import load_candidate  # noqa: E402
+from lossforge.candidate.namespace import load_candidate  # noqa: E402
 from lossforge.trainer.losses import TRL_CONFIG, library_code  # noqa: E402
 from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model  # noqa: E402
 from lossforge.trainer.trl_job import (  # noqa: E402
