@@ -8,7 +8,6 @@ held by `SearchNodes`, outside the state, which stays small and serialisable.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 import traceback
@@ -24,7 +23,7 @@ from lossforge.agent.reflection import reflect_offline
 from lossforge.agent.state import SearchState
 from lossforge.agent.train_stage import training_note
 from lossforge.config import RunConfig
-from lossforge.candidate.fingerprint import same_behaviour
+from lossforge.candidate.fingerprint import code_hash, same_behaviour
 from lossforge.sandbox.protocol import Sandbox
 from lossforge.tools.core import check_candidate, screen_for_fitness
 
@@ -32,12 +31,6 @@ from lossforge.tools.core import check_candidate, screen_for_fitness
 def _set(event: threading.Event) -> threading.Event:
     event.set()
     return event
-
-
-def code_hash(code: str) -> str:
-    """Hash of the code with blank lines and trailing spaces ignored."""
-    normalised = "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
-    return hashlib.sha256(normalised.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -25,6 +25,9 @@ What this module guarantees
 * ``same_behaviour(a, b)`` is True when ``a`` and ``b`` differ at most by an additive constant (and,
   with ``allow_scale=True``, a positive scale), within ``rtol``/``atol``.
 * ``nearest(fp, others)`` gives the index of the closest fingerprint and a scale-free distance.
+* ``code_hash(code)`` identifies the source text itself (blank lines and trailing spaces ignored): the
+  archive stores it and the search rejects a candidate whose code is already there before it compares
+  fingerprints.
 
 The duplicate rule (a choice, documented here)
 ----------------------------------------------
@@ -47,6 +50,7 @@ What it does not guarantee
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from typing import Callable, Iterator, Sequence
 
@@ -289,3 +293,9 @@ def nearest(fp: Sequence[float], others: Sequence[Sequence[float]]) -> tuple[int
         if d < best_d:
             best, best_d = i, d
     return best, best_d
+
+
+def code_hash(code: str) -> str:
+    """16 hex digits of the SHA-256 of ``code`` with blank lines and trailing spaces removed."""
+    normalised = "\n".join(line.rstrip() for line in code.strip().splitlines() if line.strip())
+    return hashlib.sha256(normalised.encode()).hexdigest()[:16]
