@@ -90,7 +90,7 @@ def test_the_container_is_locked_down(docker_box) -> None:
 def test_the_proxy_screen_runs_in_the_container(docker_box, tmp_path_factory) -> None:
     from lossforge.sandbox.protocol import InProcessSandbox
     from lossforge.trainer.proxy.api import prepare, screen_with_settings
-    from lossforge.trainer.proxy.config import ProxyConfig, ScreenConfig, WorldConfig
+    from lossforge.settings.proxy import ProxyConfig, ScreenConfig, WorldConfig
 
     cache = tmp_path_factory.mktemp("docker-cache")
     os.chmod(cache, 0o755)  # the container's user reads the cache (the directories above do not matter)
