@@ -2,7 +2,9 @@
 
 * `lossforge.tools.api`: the functions (`check_loss`, `screen_loss`, `compare_losses`, `plot_loss`,
   `archive_top`, `archive_get`, `propose_from`, `submit_training`, `job_status`, `judge`) with pydantic
-  input and result models; `lossforge.tools.core` is the check / screen code path the search shares.
+  input and result models, and `TOOLS`, the registry the servers are generated from (the code lives in
+  `schemas`, `loss_tools`, `archive_tools` and `training_tools`); `lossforge.tools.core` is the check /
+  screen code path the search shares; `lossforge.tools.shapes` samples and plots a loss's shape.
 * `lossforge.tools.context`: `ToolSettings` (proxy, cache, sandbox, input limits, training, judge) and
   `ToolContext` (one sandbox and one training launcher per context).
 * `lossforge.tools.mcp_server`: the MCP server (stdio, or streamable HTTP with a bearer token).

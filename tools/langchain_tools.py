@@ -1,6 +1,6 @@
 """The tool API as LangChain tools, for LangGraph / LangChain agents.
 
-`langchain_tools(context=None)` returns one `StructuredTool` per function of `lossforge.tools.api`
+`langchain_tools(context=None)` returns one `StructuredTool` per entry of `lossforge.tools.api.TOOLS`
 (same names, the `*Input` models as argument schemas, the functions' docstrings as descriptions). A tool
 returns the result as JSON text for the model and the pydantic result as the message's artifact
 (`response_format="content_and_artifact"`). Errors (bad arguments, limits, unavailable capabilities,
@@ -10,7 +10,6 @@ serves them all.
 """
 from __future__ import annotations
 
-import inspect
 import sys
 import types
 from typing import Any
@@ -23,21 +22,21 @@ from lossforge.tools.context import ToolContext, ToolError, default_context
 __all__ = ["langchain_tools"]
 
 
-def _make(name: str, fn: Any, schema: type, context: ToolContext | None) -> StructuredTool:
+def _make(tool: api.Tool, context: ToolContext | None) -> StructuredTool:
     def run(**kwargs: Any) -> tuple[str, Any]:
         ctx = context if context is not None else default_context()
         try:
-            result = fn(**kwargs, context=ctx)
+            result = tool.fn(**kwargs, context=ctx)
         except ToolError as error:
             raise ToolException(str(error)) from error
         return result.model_dump_json(), result
 
-    run.__name__ = name
+    run.__name__ = tool.name
     return StructuredTool.from_function(
         func=run,
-        name=name,
-        description=inspect.cleandoc(fn.__doc__ or name),
-        args_schema=schema,
+        name=tool.name,
+        description=tool.description,
+        args_schema=tool.input,
         response_format="content_and_artifact",
         handle_tool_error=True,
         handle_validation_error=True,
@@ -49,7 +48,7 @@ def langchain_tools(context: ToolContext | None = None, names: list[str] | None 
     unknown = sorted(set(names or ()) - set(api.TOOLS))
     if unknown:
         raise ValueError(f"unknown tools {unknown}; known: {sorted(api.TOOLS)}")
-    return [_make(name, fn, schema, context) for name, (fn, schema) in api.TOOLS.items() if names is None or name in names]
+    return [_make(tool, context) for name, tool in api.TOOLS.items() if names is None or name in names]
 
 
 class _CallableModule(types.ModuleType):

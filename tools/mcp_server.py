@@ -11,7 +11,10 @@ What it guarantees
   `--token-env` (default `LOSSFORGE_MCP_TOKEN`). A request without it or with another token gets 401;
   the server refuses to start over HTTP when the variable is unset or empty.
 * Every tool of `lossforge.tools.api.TOOLS`, with the same names, argument schemas and structured
-  results. Blocking work runs in worker threads, so the server keeps answering while a screen runs.
+  results, generated from the registry (no tool is declared here): each tool's arguments are its
+  input model's fields with their types, defaults and descriptions but not their constraints, so a
+  bad argument reaches the tool's own validation and comes back with its `ToolInputError` text.
+  Blocking work runs in worker threads, so the server keeps answering while a screen runs.
 * Progress: when the client asks for it (a progress token), a call sends a notification at least every
   `HEARTBEAT_SECONDS` (5 s) while it runs: the long tools' steps (`screen_loss`, `compare_losses`:
   checks, world preparation, each screen) and, between them, "working, N s" heartbeats, so a cold
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import inspect
 import logging
 import os
 import sys
@@ -69,19 +73,6 @@ Full training: submit_training (a TRL DPO job in the background; returns a job_i
 until done -> judge(job_id) (an LLM judge's MT-Bench / Arena-Hard score, or the held-out preference
 accuracy when the server has no judge endpoint).
 """
-
-Code = Annotated[str, Field(description=api._CODE_DESC)]
-Beta = Annotated[float, Field(description=api._BETA_DESC)]
-Seeds = Annotated[list[int], Field(description="Proxy world seeds (each >= 0).")]
-Betas = Annotated[list[float], Field(description="betas to screen at, each in (0, 10].")]
-RunDir = Annotated[str, Field(description="A lossforge run directory (it holds archive.sqlite).")]
-
-
-def _doc(fn: Any) -> str:
-    import inspect
-
-    return inspect.cleandoc(fn.__doc__ or "")
-
 
 #: Seconds between the progress notifications a running call sends while nothing else reports progress
 #: (at most 10 s apart, as the README promises).
@@ -196,67 +187,32 @@ def build_server(context: ToolContext, *, heartbeat_seconds: float = HEARTBEAT_S
         logger.error("tool %s failed", getattr(fn, "__name__", fn), exc_info=failure)  # a bug of ours: keep serving
         raise McpToolError(f"internal error: {type(failure).__name__}: {failure}") from failure
 
-    @server.tool(description=_doc(api.check_loss))
-    async def check_loss(ctx: Context, code: Code, beta: Beta = 0.1) -> api.CheckLossResult:
-        return await call(ctx, api.check_loss, code, beta)
-
-    @server.tool(description=_doc(api.screen_loss))
-    async def screen_loss(ctx: Context, code: Code, seeds: Seeds = [0], betas: Betas = [0.1]) -> api.ScreenLossResult:  # noqa: B006
-        return await call(ctx, api.screen_loss, code, seeds, betas, with_progress=True)
-
-    @server.tool(description=_doc(api.compare_losses))
-    async def compare_losses(
-        ctx: Context,
-        codes: Annotated[dict[str, str], Field(description="Losses to compare: a short name -> its source code.")],
-        seeds: Seeds = [0],  # noqa: B006
-        betas: Betas = [0.1],  # noqa: B006
-    ) -> api.CompareLossesResult:
-        return await call(ctx, api.compare_losses, codes, seeds, betas, with_progress=True)
-
-    @server.tool(description=_doc(api.plot_loss))
-    async def plot_loss(ctx: Context, code: Code, beta: Beta = 0.1) -> api.PlotResult:
-        return await call(ctx, api.plot_loss, code, beta)
-
-    @server.tool(description=_doc(api.archive_top))
-    async def archive_top(ctx: Context, run_dir: RunDir, k: Annotated[int, Field(description="How many candidates.")] = 10) -> api.ArchiveTopResult:
-        return await call(ctx, api.archive_top, run_dir, k)
-
-    @server.tool(description=_doc(api.archive_get))
-    async def archive_get(ctx: Context, run_dir: RunDir, candidate_id: Annotated[int, Field(description="The candidate's id.")]) -> api.CandidateDetail:
-        return await call(ctx, api.archive_get, run_dir, candidate_id)
-
-    @server.tool(description=_doc(api.propose_from))
-    async def propose_from(
-        ctx: Context,
-        run_dir: RunDir,
-        hint: Annotated[str | None, Field(description="Optional guidance added to the proposer's hints.")] = None,
-    ) -> api.ProposalResult:
-        return await call(ctx, api.propose_from, run_dir, hint)
-
-    @server.tool(description=_doc(api.submit_training))
-    async def submit_training(
-        ctx: Context,
-        code: Code,
-        job_config: Annotated[dict[str, Any] | None, Field(
-            description="TRL JobConfig fields on top of the server's base job, e.g. {\"beta\": 0.05, \"max_steps\": 200}.")] = None,
-    ) -> api.SubmitTrainingResult:
-        return await call(ctx, api.submit_training, code, job_config)
-
-    @server.tool(description=_doc(api.job_status))
-    async def job_status(ctx: Context, job_id: Annotated[str, Field(description="The job_id returned by submit_training.")]) -> api.JobStatusResult:
-        return await call(ctx, api.job_status, job_id)
-
-    @server.tool(description=_doc(api.judge))
-    async def judge(
-        ctx: Context,
-        job_id: Annotated[str | None, Field(description="A succeeded training job's id (or give answers).")] = None,
-        benchmark: Annotated[str, Field(description="'mt-bench' or 'arena-hard'.")] = "mt-bench",
-        answers: Annotated[dict[str, list[str]] | None, Field(
-            description="Answers to grade instead of a job: question id -> [answer per turn].")] = None,
-    ) -> api.JudgeResult:
-        return await call(ctx, api.judge, job_id, benchmark, answers)
-
+    for tool in api.TOOLS.values():
+        server.add_tool(_mcp_function(tool, call), name=tool.name, description=tool.description)
     return server
+
+
+def _mcp_function(tool: api.Tool, call: Any) -> Any:
+    """The async function `MCPServer.add_tool` registers for `tool`: `ctx: Context` and, as keywords, one
+    parameter per field of the tool's input model (its type, default and description; not its constraints,
+    which the tool checks itself), returning the tool's result model. It calls the tool through `call`."""
+
+    async def run(ctx: Context, **arguments: Any) -> Any:
+        return await call(ctx, tool.fn, with_progress=tool.progress, **arguments)
+
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    annotations: dict[str, Any] = {"ctx": Context}
+    for name, field in tool.input.model_fields.items():
+        annotation = Annotated[field.annotation, Field(description=field.description)]
+        default = inspect.Parameter.empty if field.is_required() else field.get_default(call_default_factory=True)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+        annotations[name] = annotation
+    annotations["return"] = tool.result
+    run.__signature__ = inspect.Signature(parameters, return_annotation=tool.result)  # type: ignore[attr-defined]
+    run.__annotations__ = annotations  # what find_context_parameter reads (typing.get_type_hints)
+    run.__name__ = run.__qualname__ = tool.name
+    run.__doc__ = tool.description
+    return run
 
 
 def _version() -> str:

@@ -11,6 +11,9 @@ from typing import Callable
 
 import torch
 
+RHOS = [x / 20 for x in range(-80, 81)]  # rho in [-4, 4]: where training margins live
+"""Where a loss's shape is sampled (`tools.shapes`): 161 points of rho in [-4, 4]."""
+
 
 def loss_curve(loss_fn: Callable[..., torch.Tensor], beta: float, rhos: list[float]) -> dict[str, list[float]]:
     """Values and derivatives of `loss_fn` along rho; non-finite points come back as NaN."""
