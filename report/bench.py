@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lossforge.report.run import save_figure  # noqa: E402
+from lossforge.report.plots import save_figure  # noqa: E402
 from lossforge.report.render import Section, render_html, render_markdown  # noqa: E402
 
 __all__ = ["write_bench_report"]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lossforge.agent.runner import run_search
-from lossforge.report.run import pareto, report_summary, write_report
+from lossforge.report import report_summary, write_report
+from lossforge.report.plots import pareto
 from lossforge.sandbox.protocol import InProcessSandbox
 
 pytestmark = pytest.mark.slow
