@@ -64,7 +64,7 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
 
 def job_config(ctx: ToolContext, overrides: dict[str, Any] | None) -> Any:
     """The validated `JobConfig` of one submission (see the module docstring)."""
-    from lossforge.trainer.trl_job import JobConfig
+    from lossforge.trainer.job_config import JobConfig
 
     training = ctx.settings.training
     forbidden = sorted(set(overrides or {}) & set(_SERVER_KEYS))

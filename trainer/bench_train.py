@@ -1,4 +1,4 @@
-"""``lossforge bench train`` and ``lossforge train``: bodies for the CLI (cli.py wires them).
+"""``lossforge bench train`` and ``lossforge train``: bodies for the CLI (cli/ wires them).
 
 ``bench_train()`` times, on the tiny model of ``trainer.tiny_fixture`` (CPU or the GPU there is), the
 candidate-loss trainer (``CandidateDPOTrainer`` with ``library_code("dpo")``) against TRL's built-in
@@ -27,8 +27,8 @@ def bench_train(steps: int = 20, batch_size: int = 8, rows: int = 256, repeats: 
     from lossforge.trainer.losses import library_code
     from lossforge.trainer.ref_cache import RefLogpCache
     from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model
-    from lossforge.trainer.trl_job import (JobConfig, _trainer_class, build_dpo_config, load_preference_splits,
-                                           ref_cache_keys)
+    from lossforge.trainer.job_config import JobConfig
+    from lossforge.trainer.trl_job import _trainer_class, build_dpo_config, load_preference_splits, ref_cache_keys
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -91,7 +91,8 @@ def train_command(loss: Path, config: Path) -> int:
 
     from pydantic import ValidationError
 
-    from lossforge.trainer.trl_job import JobConfig, run_job
+    from lossforge.trainer.job_config import JobConfig
+    from lossforge.trainer.trl_job import run_job
 
     try:
         code = Path(loss).read_text()

@@ -3,7 +3,8 @@
 ``run_job(config, loss_code)`` is the full-fidelity stage of the cascade: it re-checks the candidate,
 DPO-trains ``config.model`` on ``config.dataset`` with the candidate's loss, evaluates on a held-out split
 and writes everything to the job directory. ``lossforge.trainer.job_main`` runs it in a subprocess for
-the launchers.
+the launchers. The job's configuration and result (``JobConfig``, ``JobResult``) are in
+``lossforge.trainer.job_config``.
 
 What it guarantees
 ------------------
@@ -49,7 +50,7 @@ refused, because the candidate defines the whole objective from the four log-pro
 
 What it does not guarantee
 --------------------------
-* Supported TRL: ``TRL_SUPPORTED`` (``>=1.16,<1.17``). The override relies on private TRL methods
+* Supported TRL: ``job_config.TRL_SUPPORTED`` (``>=1.16,<1.17``). The override relies on private TRL methods
   (``_compute_loss``, ``_precompute_ref_logps``, the fused LM head's ``log_probs``); other versions are
   refused unless ``LOSSFORGE_ALLOW_ANY_TRL=1`` (then the equality tests are what tells you).
 * No isolation of its own: ``run_job`` runs the (policy-restricted) candidate in this process. Launchers
@@ -68,126 +69,15 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = [
-    "TRL_SUPPORTED", "JobConfig", "LoraConfig", "JobResult", "DegenerateLossError", "CandidateDPOTrainer",
-    "run_job", "load_preference_splits", "check_trl_version",
-]
+from lossforge.trainer.job_config import DegenerateLossError, JobConfig, JobResult, check_trl_version
 
-#: The TRL versions this module's ``_compute_loss`` override is written and tested against.
-TRL_SUPPORTED = ">=1.16,<1.17"
+__all__ = ["CandidateDPOTrainer", "run_job", "load_preference_splits"]
 
 log = logging.getLogger("lossforge.trainer.trl_job")
-
-
-def check_trl_version() -> str:
-    """The installed TRL version; raises RuntimeError outside ``TRL_SUPPORTED`` (unless overridden)."""
-    import trl
-    from packaging.specifiers import SpecifierSet
-
-    version = trl.__version__
-    if version not in SpecifierSet(TRL_SUPPORTED) and os.environ.get("LOSSFORGE_ALLOW_ANY_TRL") != "1":
-        raise RuntimeError(
-            f"lossforge's TRL job supports trl{TRL_SUPPORTED}, found trl {version}. Install a supported "
-            "version, or set LOSSFORGE_ALLOW_ANY_TRL=1 and run tests/trainer/test_trl_job.py to confirm the "
-            "candidate-loss trainer still matches TRL's built-in losses."
-        )
-    return version
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration and result
-# --------------------------------------------------------------------------------------------------
-
-
-class LoraConfig(BaseModel):
-    """LoRA adapter settings (needs ``peft``); the reference is the base model with the adapter off."""
-
-    model_config = ConfigDict(extra="forbid")
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-
-
-class JobConfig(BaseModel):
-    """One training job. Unknown keys are an error. Defaults follow the DiscoPOP paper where it says."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(..., description="hub id or local directory of the SFT model (also the reference)")
-    revision: Optional[str] = None
-    tokenizer: Optional[str] = Field(None, description="defaults to `model`")
-    dataset: str = Field(..., description="hub id, or a local .json/.jsonl file with prompt/chosen/rejected")
-    dataset_config: Optional[str] = None
-    train_split: str = "train"
-    eval_split: Optional[str] = Field("test", description="held-out split; when missing, carved from train")
-    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="share of train held out if no eval split")
-    max_train_rows: Optional[int] = Field(None, ge=1)
-    max_eval_rows: Optional[int] = Field(None, ge=1)
-
-    beta: float = Field(0.05, gt=0.0, le=10.0)
-    learning_rate: float = Field(5e-7, gt=0.0)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
-                               "polynomial", "inverse_sqrt"] = "cosine"
-    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    epochs: float = Field(1.0, gt=0.0)
-    max_steps: Optional[int] = Field(None, ge=1, description="overrides epochs when set")
-    batch_size: int = Field(8, ge=1, description="per-device train batch size (pairs)")
-    eval_batch_size: Optional[int] = Field(None, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: Optional[int] = Field(1024, ge=2, description="prompt + completion tokens (TRL's max_length)")
-    truncation_mode: Literal["keep_start", "keep_end"] = "keep_start"
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
-    gradient_checkpointing: bool = False
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(1.0, gt=0.0)
-    lora: Optional[LoraConfig] = None
-    seed: int = Field(42, ge=0)
-    logging_steps: int = Field(1, ge=1)
-    output_dir: Optional[str] = Field(None, description="the job directory; run_job's argument wins")
-    save_model: bool = True
-    precompute_ref: bool = Field(True, description="reference log-probs once up front (and cached)")
-    ref_cache_dir: Optional[str] = Field("~/.cache/lossforge/ref_logps", description="None: no cache")
-
-    @field_validator("eval_split")
-    @classmethod
-    def _no_same_split(cls, v: Optional[str], info) -> Optional[str]:  # noqa: ANN001
-        if v is not None and v == info.data.get("train_split"):
-            raise ValueError("eval_split must differ from train_split (or be omitted to carve a held-out part)")
-        return v
-
-    def key_fields(self) -> dict[str, Any]:
-        """What identifies the training (for a job key): everything but where the output goes."""
-        return self.model_dump(exclude={"output_dir", "ref_cache_dir", "logging_steps"})
-
-
-class JobResult(BaseModel):
-    """What a job returns (and writes to ``result.json``)."""
-
-    ok: bool
-    error: Optional[str] = None
-    eval_accuracy: Optional[float] = None
-    eval_margin: Optional[float] = None
-    eval_pairs: int = 0
-    eval_metrics: dict[str, float] = Field(default_factory=dict)
-    train_loss: Optional[float] = None
-    steps: int = 0
-    train_seconds: float = 0.0
-    total_seconds: float = 0.0
-    ref_cache: dict[str, Any] = Field(default_factory=dict)
-    check_report: Optional[dict[str, Any]] = None
-    job_dir: Optional[str] = None
-    model_dir: Optional[str] = None
-    trl_version: Optional[str] = None
-
-
-class DegenerateLossError(RuntimeError):
-    """The candidate produced a non-finite loss or a wrongly shaped output during training."""
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ pytest.importorskip("trl")
 from lossforge.trainer.launchers import JobStatus, LocalLauncher, TrainJob, job_key  # noqa: E402
 from lossforge.trainer.losses import library_code  # noqa: E402
 from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model  # noqa: E402
-from lossforge.trainer.trl_job import JobConfig  # noqa: E402
+from lossforge.trainer.job_config import JobConfig  # noqa: E402
 
 RAISES_IN_TRAINING = '''import torch
 import torch.nn.functional as F

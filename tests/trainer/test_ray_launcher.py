@@ -16,7 +16,7 @@ from lossforge.tools.context import ToolContext, ToolSettings  # noqa: E402
 from lossforge.trainer.launchers import JobStatus, LauncherSettings, RayLauncher, TrainJob, job_key, make_launcher  # noqa: E402
 from lossforge.trainer.losses import library_code  # noqa: E402
 from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model  # noqa: E402
-from lossforge.trainer.trl_job import JobConfig  # noqa: E402
+from lossforge.trainer.job_config import JobConfig  # noqa: E402
 
 SHAPE_FAIL = '''import torch
 

@@ -11,8 +11,9 @@ pytest.importorskip("trl")
 from lossforge.candidate.namespace import load_candidate  # noqa: E402
 from lossforge.trainer.losses import TRL_CONFIG, library_code  # noqa: E402
 from lossforge.trainer.tiny_fixture import write_preference_jsonl, write_tiny_model  # noqa: E402
+from lossforge.trainer.job_config import JobConfig  # noqa: E402
 from lossforge.trainer.trl_job import (  # noqa: E402
-    JobConfig, _trainer_class, build_dpo_config, load_preference_splits, run_job,
+    _trainer_class, build_dpo_config, load_preference_splits, run_job,
 )
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from lossforge.settings.base import Strict
 
-from lossforge.trainer.trl_job import JobConfig, JobResult
+from lossforge.trainer.job_config import JobConfig, JobResult
 
 
 class TrainJob(Strict):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lossforge.trainer.launchers.base import JobHandle, JobStatus, TrainJob, job_key, read_log, tail
-from lossforge.trainer.trl_job import JobResult
+from lossforge.trainer.job_config import JobResult
 
 __all__ = ["LocalLauncher", "visible_gpus"]
 

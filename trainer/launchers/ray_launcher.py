@@ -36,7 +36,7 @@ from lossforge.trainer.launchers.base import (
     recorded_status,
     tail,
 )
-from lossforge.trainer.trl_job import JobResult
+from lossforge.trainer.job_config import JobResult
 
 
 def _run_job_subprocess(job_json: str, job_dir: str) -> dict[str, Any]:

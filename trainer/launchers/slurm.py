@@ -55,7 +55,7 @@ from lossforge.trainer.launchers.base import (
     recorded_status,
     tail,
 )
-from lossforge.trainer.trl_job import JobResult
+from lossforge.trainer.job_config import JobResult
 
 __all__ = ["SlurmLauncher"]
 
