@@ -1,10 +1,12 @@
-"""The search's nodes: propose, check, dedup, screen, reflect; each idempotent under a re-run.
+"""One candidate's nodes: propose, check, repair, dedup, screen, train, reflect; each idempotent.
 
-LangGraph checkpoints after every node, so a process killed in the middle of a node re-runs that node
-on resume. Each node therefore first looks at the archive: a candidate already checked is not checked
-again, one already evaluated is not evaluated again, and a re-run proposal rewrites its own row (the
-proposers are deterministic in (seed, step)). Dependencies (archive, proposer, sandbox, settings) are
-held by `SearchNodes`, outside the state, which stays small and serialisable.
+A candidate's walk is resumed from the archive, never from memory: a process killed in the middle of a
+node re-runs the candidate from where its archive row says it is (``enter``): a candidate already
+checked is not checked again, one already evaluated is not evaluated again, and a re-run proposal
+rewrites its own row (the proposers are deterministic in (seed, step)). Dependencies (archive, proposer,
+sandbox, settings) are held by ``SearchNodes``, outside the state, which stays small and serialisable.
+Several candidates may walk at once (``[search] concurrency``): the nodes share only the archive
+(thread-safe, generation numbers given atomically) and the step counter.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from lossforge.proposers.context import context_for_run, view
 from lossforge.rundir.events import EventKind, emit
 from lossforge.proposers.base import Proposer
 from lossforge.agent.reflection import reflect_offline
-from lossforge.agent.state import SearchState
+from lossforge.agent.state import CandidateState, SearchState
 from lossforge.agent.train_stage import training_note
 from lossforge.config import RunConfig
 from lossforge.candidate.fingerprint import code_hash, same_behaviour
@@ -31,6 +33,30 @@ from lossforge.tools.core import check_candidate, screen_for_fitness
 def _set(event: threading.Event) -> threading.Event:
     event.set()
     return event
+
+
+class StepCounter:
+    """Hands out proposal step numbers, once each, to any thread."""
+
+    def __init__(self, next_step: int = 0) -> None:
+        self._next = next_step
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            step = self._next
+            self._next += 1
+            return step
+
+    def at_least(self, step: int) -> None:
+        """Never hand out a step below ``step`` (one already used in the archive, say)."""
+        with self._lock:
+            self._next = max(self._next, step)
+
+    @property
+    def next(self) -> int:
+        with self._lock:
+            return self._next
 
 
 @dataclass
@@ -46,6 +72,8 @@ class SearchNodes:
     stop_requested: threading.Event = field(default_factory=threading.Event)
     running: threading.Event = field(default_factory=lambda: _set(threading.Event()))  # cleared = paused
     train_stage: Any = None  # agent.train_stage.TrainStage; made from config.train when it is enabled
+    steps: StepCounter = field(default_factory=StepCounter)  # shared by the candidates in flight
+    wait_for_training: bool = True  # False with concurrency > 1: submit, go on; the supervisor collects
 
     def __post_init__(self) -> None:
         if self.train_stage is None and self.config.train.enabled:
@@ -68,9 +96,9 @@ class SearchNodes:
         return self.config.proxy.screen.beta
 
     # -- nodes ---------------------------------------------------------------------------------
-    def propose(self, state: SearchState) -> dict[str, Any]:
+    def propose(self, state: CandidateState) -> dict[str, Any]:
         self.wait_while_paused()
-        step = state.get("step", 0)
+        step = state["step"]
         context = context_for_run(self.archive, step, self.config)
         repair_of = state.get("repair_of")
         spent = self._budget_spent()
@@ -95,7 +123,7 @@ class SearchNodes:
                 thought=getattr(error, "raw", None) or traceback.format_exc(limit=3),
             )
             emit(EventKind.ERROR, step=step, candidate_id=candidate_id, message=f"proposer error: {error}")
-            return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
+            return {"candidate_id": candidate_id, "repair_of": None}
         seconds = time.perf_counter() - started
         candidate_id = self.archive.upsert_proposal(
             step,
@@ -121,9 +149,9 @@ class SearchNodes:
             parent_ids=proposal.parent_ids,
             code=proposal.code,
         )
-        return {"step": step + 1, "candidate_id": candidate_id, "repair_of": None}
+        return {"candidate_id": candidate_id, "repair_of": None}
 
-    def check(self, state: SearchState) -> dict[str, Any]:
+    def check(self, state: CandidateState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
         if candidate.status not in (CandidateStatus.PROPOSED, CandidateStatus.CHECKING):
             return {}
@@ -149,7 +177,7 @@ class SearchNodes:
         )
         return {}
 
-    def dedup(self, state: SearchState) -> dict[str, Any]:
+    def dedup(self, state: CandidateState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
         if candidate.status != CandidateStatus.CHECKED or not self.config.search.dedup:
             return {}
@@ -171,7 +199,7 @@ class SearchNodes:
             emit(EventKind.DUPLICATE, candidate_id=candidate.id, name=candidate.name, duplicate_of=twin.id)
         return {}
 
-    def screen(self, state: SearchState) -> dict[str, Any]:
+    def screen(self, state: CandidateState) -> dict[str, Any]:
         candidate = self.archive.get(state["candidate_id"])
         if candidate.status in EVALUATED or candidate.status == CandidateStatus.FAILED:
             return {}
@@ -190,14 +218,12 @@ class SearchNodes:
         )
         fields: dict[str, Any]
         if outcome.status == CandidateStatus.EVALUATED:
-            fields = {"status": "evaluated", "fitness": outcome.fitness, "result": outcome.result}
+            fields = {"status": CandidateStatus.EVALUATED, "fitness": outcome.fitness, "result": outcome.result}
         else:  # degenerate (with the proxy's data) or failed (the sandbox raised: no data)
             fields = {"status": outcome.status, "error": outcome.error}
             if outcome.result is not None:
                 fields["result"] = outcome.result
-        if fields["status"] in EVALUATED:
-            fields["generation"] = self.archive.count_evaluated() + 1
-        self.archive.update(candidate.id, **fields)
+        fields["generation"] = self.archive.record_score(candidate.id, **fields)
         self.archive.add_timing(candidate.id, "screen", time.perf_counter() - started)
         emit(
             EventKind.EVALUATED,
@@ -219,12 +245,14 @@ class SearchNodes:
         top = self.archive.top(k)
         return top[-1].fitness if len(top) == k else None
 
-    def train(self, state: SearchState) -> dict[str, Any]:
-        """The optional train stage ([train] enabled): train and judge the candidate if it is promoted."""
-        self.train_stage.run(state["candidate_id"])
+    def train(self, state: CandidateState) -> dict[str, Any]:
+        """The optional train stage ([train] enabled): train and judge the candidate if it is promoted
+        (with concurrency > 1 the job is submitted and its result collected when it arrives)."""
+        self.train_stage.run(state["candidate_id"], wait=self.wait_for_training)
         return {}
 
-    def reflect(self, state: SearchState) -> dict[str, Any]:
+    def reflect(self, state: CandidateState) -> dict[str, Any]:
+        started = time.perf_counter()
         candidate = self.archive.get(state["candidate_id"])
         best = [c for c in self.archive.top(2) if c.id != candidate.id]
         best_fitness, best_stderr = (best[0].fitness, best[0].fitness_stderr) if best else (None, None)
@@ -235,14 +263,12 @@ class SearchNodes:
         if note:
             reflection = f"{reflection}\n{note}"
         self.archive.update(candidate.id, reflection=reflection)
+        self.archive.add_timing(candidate.id, "reflect", time.perf_counter() - started)
         emit(EventKind.REFLECTION, candidate_id=candidate.id, name=candidate.name, text=reflection)
-        in_a_row = 0 if candidate.status in EVALUATED else state.get("rejected_in_a_row", 0) + 1
-        update: dict[str, Any] = {"candidate_id": None, "repair_attempts": 0, "rejected_in_a_row": in_a_row}
-        update["stop_reason"] = self.stop_reason({**state, **update})
-        return update
+        return {}
 
     def _llm_reflection(
-        self, candidate: Any, best_before: float | None, state: SearchState, best_before_stderr: float | None = None
+        self, candidate: Any, best_before: float | None, state: CandidateState, best_before_stderr: float | None = None
     ) -> str | None:
         """The LLM's own reflection on a candidate, when the proposer can reflect and is set to."""
         reflect = getattr(self.proposer, "reflect", None)
@@ -260,9 +286,11 @@ class SearchNodes:
             emit(EventKind.ERROR, candidate_id=candidate.id, message=f"reflection failed: {error}")
             return None
 
-    def repair(self, state: SearchState) -> dict[str, Any]:
-        """Hand the failed candidate back to the proposer for a bounded number of repairs."""
-        return {"repair_of": state["candidate_id"], "repair_attempts": state.get("repair_attempts", 0) + 1}
+    def repair(self, state: CandidateState) -> dict[str, Any]:
+        """Hand the failed candidate back to the proposer for a bounded number of repairs (the repair is
+        a new proposal: it takes the next step number)."""
+        return {"repair_of": state["candidate_id"], "repair_attempts": state.get("repair_attempts", 0) + 1,
+                "step": self.steps.take()}
 
     # -- routing -------------------------------------------------------------------------------
     def _budget_spent(self) -> str | None:
@@ -289,16 +317,34 @@ class SearchNodes:
             return "stalled: too many rejected or duplicate proposals in a row"
         return None
 
-    def after_start(self, state: SearchState) -> str:
-        return "end" if self.stop_reason(state) else "propose"
+    def enter(self, state: CandidateState) -> str:
+        """Where a candidate's walk starts: ``propose`` for a new one; for one resumed after a crash, the
+        node its latest archive row calls for (``end`` when it was already reflected on)."""
+        candidate = self.archive.get(state["candidate_id"]) if state.get("candidate_id") is not None else None
+        if candidate is None:
+            return "propose"
+        if candidate.reflection is not None:
+            return "end"
+        status = candidate.status
+        if status in (CandidateStatus.PROPOSED, CandidateStatus.CHECKING):
+            return "check"
+        if status == CandidateStatus.REJECTED:
+            return self.after_check(state)
+        if status == CandidateStatus.CHECKED:
+            return "dedup"
+        if status == CandidateStatus.SCREENING:
+            return "screen"
+        if status in EVALUATED and self.train_stage is not None:
+            return "train"
+        return "reflect"  # duplicate, failed, or scored without a train stage
 
-    def after_propose(self, state: SearchState) -> str:
+    def after_propose(self, state: CandidateState) -> str:
         if state.get("stop_reason"):  # the budget ran out before a repair: reflect on the rejected candidate
             return "reflect"
         candidate = self.archive.get(state["candidate_id"])
         return "reflect" if candidate.status == CandidateStatus.FAILED else "check"
 
-    def after_check(self, state: SearchState) -> str:
+    def after_check(self, state: CandidateState) -> str:
         candidate = self.archive.get(state["candidate_id"])
         if candidate.status == CandidateStatus.REJECTED:
             can_repair = getattr(self.proposer, "supports_repair", False)
@@ -307,9 +353,6 @@ class SearchNodes:
             return "reflect"
         return "dedup"
 
-    def after_dedup(self, state: SearchState) -> str:
+    def after_dedup(self, state: CandidateState) -> str:
         candidate = self.archive.get(state["candidate_id"])
         return "reflect" if candidate.status == CandidateStatus.DUPLICATE else "screen"
-
-    def after_reflect(self, state: SearchState) -> str:
-        return "end" if state.get("stop_reason") else "propose"

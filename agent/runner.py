@@ -5,9 +5,14 @@
 - A run directory keeps the settings that make its fitness values comparable (seed, proxy); a later
   invocation with different ones is refused before anything runs, and nothing in the directory changes.
 - Resume: if the last invocation was interrupted (killed, crashed), the graph continues from its last
-  checkpoint with its original target; if it finished, a new invocation adds `generations` more
-  evaluated candidates. Work is counted by evaluated candidates in the archive, never by steps.
-- Every event goes to `events.jsonl` in the run directory (and to stdout as JSON lines if asked).
+  checkpoint with its original target and finishes the candidates that were in flight; if it finished,
+  a new invocation adds `generations` more evaluated candidates. Work is counted by evaluated candidates
+  in the archive, never by steps. A run directory of the single-graph search (before `concurrency`)
+  continues too: its state is carried over once.
+- `[search] concurrency = K` keeps K candidates in flight (agent/supervisor.py); the sandbox runs up to
+  K children at once. K = 1 is the original search.
+- Every event goes to `events.jsonl` in the run directory (and to stdout as JSON lines if asked), in the
+  order the events happened.
 """
 from __future__ import annotations
 
@@ -25,16 +30,18 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from lossforge.rundir.archive import Archive
 from lossforge.rundir.events import Event, EventKind, EventLog, make_event
-from lossforge.agent.graph import build_graph
+from lossforge.agent.graph import build_candidate_graph, build_graph
 from lossforge.rundir.lock import RunLock
 from lossforge.agent.nodes import SearchNodes
+from lossforge.agent.supervisor import Supervisor
 from lossforge.proposers.base import Proposer
 from lossforge.proposers.factory import make_proposer
 from lossforge.config import RunConfig
 from lossforge.sandbox.protocol import Sandbox
 from lossforge.trainer.proxy.api import prepare
 
-THREAD_ID = "search"
+THREAD_ID = "supervisor"
+SINGLE_GRAPH_THREAD_ID = "search"  # the checkpoints of the search before the supervisor (carried over once)
 ARCHIVE_FILE = "archive.sqlite"
 CHECKPOINT_FILE = "checkpoints.sqlite"
 EVENTS_FILE = "events.jsonl"
@@ -54,6 +61,7 @@ class RunSummary:
     stop_reason: str | None
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall, work (in the stages), agent (own time)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -87,9 +95,23 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
 
 
 def default_sandbox(config: RunConfig) -> Sandbox:
+    """The run's sandbox: up to ``[search] concurrency`` children at once, on this machine or on Ray."""
     from lossforge.sandbox.factory import sandbox_from_config
 
-    return sandbox_from_config(config.sandbox)
+    return sandbox_from_config(config.sandbox, max_concurrency=config.search.concurrency)
+
+
+def _carried_over(archive: Archive, old: dict[str, Any]) -> dict[str, Any]:
+    """The supervisor's state for a run directory whose single-graph search was interrupted."""
+    in_flight: list[int] = []
+    candidate_id = old.get("candidate_id") or old.get("repair_of")
+    if candidate_id is not None:
+        root = archive.get(candidate_id)
+        while root.repair_of is not None:
+            root = archive.get(root.repair_of)
+        in_flight.append(root.step)
+    return {"step": old.get("step", 0), "target_evaluated": old.get("target_evaluated", 0), "in_flight": in_flight,
+            "rejected_in_a_row": old.get("rejected_in_a_row", 0), "stop_reason": None}
 
 
 def run_search(
@@ -144,30 +166,44 @@ def run_search(
             proposer_name=proposer_name,
             deadline=None if config.search.max_minutes is None else started + 60 * config.search.max_minutes,
             stop_requested=stop_event or threading.Event(),
+            wait_for_training=config.search.concurrency == 1,
         )
         if running_event is not None:
             nodes.running = running_event
         if handle_signals and threading.current_thread() is threading.main_thread():
             _install_signal_handlers(nodes.stop_requested, stack)
 
+        supervisor = Supervisor(nodes, build_candidate_graph(nodes), config.search.concurrency, sink=events.write)
+        stack.callback(supervisor.close)
         connection = sqlite3.connect(run_dir / CHECKPOINT_FILE, check_same_thread=False)
         stack.callback(connection.close)
-        graph = build_graph(nodes, SqliteSaver(connection))
+        checkpointer = SqliteSaver(connection)
+        graph = build_graph(supervisor, checkpointer)
         thread = {"configurable": {"thread_id": THREAD_ID}, "recursion_limit": 10_000_000}
 
         snapshot = graph.get_state(thread)
+        old = {} if snapshot.values else checkpointer.get_tuple({"configurable": {"thread_id": SINGLE_GRAPH_THREAD_ID}})
+        old_values = old.checkpoint["channel_values"] if old else {}
         evaluated_before = archive.count_evaluated()
-        resumed = bool(snapshot.next)
-        if resumed:
+        resumed = bool(snapshot.next) or _was_interrupted(archive, old_values)
+        if snapshot.next:
             graph_input = None
             target = snapshot.values.get("target_evaluated")
-            events.write(make_event(EventKind.RUN_RESUMED, evaluated=evaluated_before, target=target, next=list(snapshot.next)))
+            in_flight = snapshot.values.get("in_flight") or []
+            events.write(make_event(EventKind.RUN_RESUMED, evaluated=evaluated_before, target=target, next=list(snapshot.next),
+                                    in_flight=in_flight))
+        elif resumed:  # an interrupted single-graph run: its state, once, as the supervisor's
+            graph_input = _carried_over(archive, old_values)
+            target = graph_input["target_evaluated"]
+            events.write(make_event(EventKind.RUN_RESUMED, evaluated=evaluated_before, target=target, next=["dispatch"],
+                                    in_flight=graph_input["in_flight"]))
         else:
             target = evaluated_before + config.search.generations
-            graph_input = {"target_evaluated": target, "stop_reason": None, "rejected_in_a_row": 0, "candidate_id": None}
+            graph_input = {"target_evaluated": target, "stop_reason": None, "rejected_in_a_row": 0, "in_flight": []}
             if not snapshot.values:
-                graph_input.update(step=0, repair_attempts=0, repair_of=None)
-            events.write(make_event(EventKind.RUN_STARTED, evaluated=evaluated_before, target=target, proposer=proposer_name))
+                graph_input["step"] = old_values.get("step", 0)
+            events.write(make_event(EventKind.RUN_STARTED, evaluated=evaluated_before, target=target, proposer=proposer_name,
+                                    concurrency=config.search.concurrency))
 
         for chunk in graph.stream(graph_input, thread, stream_mode="custom", durability="sync"):
             events.write(chunk)
@@ -183,6 +219,7 @@ def run_search(
             stop_reason=final.get("stop_reason") or nodes.stop_reason(final),
             seconds=time.time() - started,
             counts=archive.counts(),
+            timings=supervisor.timings(),
         )
         events.write(make_event(EventKind.RUN_STOPPED, **{k: v for k, v in summary.__dict__.items() if k != "run_dir"}))
         return summary
@@ -200,3 +237,13 @@ def _install_signal_handlers(stop: threading.Event, stack: ExitStack) -> None:
     for sig in previous:
         signal.signal(sig, handler)
     stack.callback(lambda: [signal.signal(sig, old) for sig, old in previous.items()])
+
+
+
+def _was_interrupted(archive: Archive, old_values: dict[str, Any]) -> bool:
+    """Whether the single-graph search of this run directory stopped before its end: no stopping rule
+    had fired, and a candidate was in flight or the target was not reached."""
+    if not old_values or old_values.get("stop_reason") is not None:
+        return False
+    in_flight = old_values.get("candidate_id") is not None or old_values.get("repair_of") is not None
+    return in_flight or archive.count_evaluated() < old_values.get("target_evaluated", 0)

@@ -26,7 +26,9 @@ What it guarantees
 
 What it does not guarantee
 --------------------------
-* Parallelism: the search waits for the job (polling every `poll_s`), as the cascade is sequential.
+* Parallelism at ``[search] concurrency = 1``: the search waits for the job (polling every `poll_s`), as
+  the cascade is sequential. With more, the job is submitted and the search goes on; the supervisor
+  records its result when it arrives (``collect_pending``).
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ class TrainStage:
         self.sandbox = sandbox
         self.stop_requested = stop_requested or threading.Event()
         self._context = context
+        self._collecting = threading.Lock()  # one collector at a time (workers and the supervisor)
 
     @property
     def settings(self) -> Any:
@@ -117,11 +120,10 @@ class TrainStage:
         return True
 
     # -- the node body ---------------------------------------------------------------------------
-    def run(self, candidate_id: int) -> None:
-        """Collect jobs left running by an earlier stop, then train and judge `candidate_id` if promoted."""
-        for other, record in self._records():
-            if other.id != candidate_id and record.get("status") not in FINISHED and record.get("job_id"):
-                self._follow(other, record, wait=False)
+    def run(self, candidate_id: int, *, wait: bool = True) -> None:
+        """Collect jobs left running by an earlier stop, then train and judge `candidate_id` if promoted;
+        with ``wait=False`` the job is submitted and its status read once (``collect_pending`` goes on)."""
+        self.collect_pending(exclude=candidate_id)
         candidate = self.archive.get(candidate_id)
         record = (candidate.result or {}).get("train")
         if isinstance(record, dict) and record.get("status") in FINISHED:
@@ -132,7 +134,18 @@ class TrainStage:
             record = self._submit(candidate)
             if record.get("job_id") is None:  # rejected by the checks or not submitted: recorded, done
                 return
-        self._follow(self.archive.get(candidate_id), record, wait=True)
+        self._follow(self.archive.get(candidate_id), record, wait=wait)
+
+    def pending(self) -> list[int]:
+        """Ids of candidates whose training job was submitted and has not finished."""
+        return [c.id for c, record in self._records() if record.get("status") not in FINISHED and record.get("job_id")]
+
+    def collect_pending(self, exclude: int | None = None) -> None:
+        """Read each unfinished job's status once; record (and judge) the ones that finished."""
+        with self._collecting:
+            for other, record in self._records():
+                if other.id != exclude and record.get("status") not in FINISHED and record.get("job_id"):
+                    self._follow(other, record, wait=False)
 
     def _save(self, candidate_id: int, record: dict[str, Any]) -> None:
         result = dict(self.archive.get(candidate_id).result or {})

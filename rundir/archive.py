@@ -165,6 +165,20 @@ class Archive:
         with self._lock, self._db:
             self._db.execute(f"UPDATE candidates SET {assignments} WHERE id=?", [*row.values(), time.time(), candidate_id])
 
+    def record_score(self, candidate_id: int, **fields: Any) -> int | None:
+        """Set a screened candidate's outcome; a scored one (``SCORED`` status) also gets the next generation
+        number, counted and written in one transaction, so concurrent screens never share a number.
+        Returns the generation given, or None."""
+        row = {key: (json.dumps(value) if key in _JSON_FIELDS and value is not None else value) for key, value in fields.items()}
+        with self._lock, self._db:
+            generation = None
+            if row.get("status") in SCORED:
+                generation = self._count_scored() + 1
+                row["generation"] = generation
+            assignments = ", ".join(f"{key}=?" for key in row) + ", updated_at=?"
+            self._db.execute(f"UPDATE candidates SET {assignments} WHERE id=?", [*row.values(), time.time(), candidate_id])
+        return generation
+
     def add_timing(self, candidate_id: int, key: str, seconds: float) -> None:
         timings = self.get(candidate_id).timings
         timings[key] = round(seconds, 4)
@@ -219,8 +233,27 @@ class Archive:
         )
         return rows[0] if rows else None
 
-    def count_evaluated(self) -> int:
+    def _count_scored(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM candidates WHERE status IN ('evaluated','degenerate')").fetchone()[0])
+
+    def count_evaluated(self) -> int:
+        return self._count_scored()
+
+    def max_step(self) -> int:
+        """The largest proposal step in the archive (-1 when it is empty)."""
+        row = self._db.execute("SELECT MAX(step) FROM candidates").fetchone()
+        return -1 if row[0] is None else int(row[0])
+
+    def latest_repair(self, step: int) -> Candidate | None:
+        """The candidate of ``step``, or the last repair in its chain (``repair_of`` links); None when the
+        step has no row yet."""
+        current = self.by_step(step)
+        while current is not None:
+            rows = self._query("SELECT * FROM candidates WHERE repair_of=? ORDER BY step DESC LIMIT 1", (current.id,))
+            if not rows:
+                return current
+            current = rows[0]
+        return None
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM candidates GROUP BY status").fetchall()

@@ -9,6 +9,7 @@ its plain value).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from enum import StrEnum
@@ -62,25 +63,30 @@ def emit(kind: EventKind, **data: Any) -> None:
 
 
 class EventLog:
-    """Appends events to a JSON-lines file and forwards them to optional listeners."""
+    """Appends events to a JSON-lines file and forwards them to optional listeners.
+
+    Thread-safe: candidates in flight write from their workers; each event is one whole line, and the
+    file's order is the order in which events happened (listeners see that order too)."""
 
     def __init__(self, path: Path, echo: TextIO | None = None) -> None:
         self.path = Path(path)
         self._file = self.path.open("a", buffering=1)
         self._echo = echo
         self._listeners: list[Callable[[Event], None]] = []
+        self._lock = threading.RLock()
 
     def subscribe(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
 
     def write(self, event: Event) -> None:
         line = json.dumps(event, default=str)
-        self._file.write(line + "\n")
-        if self._echo is not None:
-            self._echo.write(line + "\n")
-            self._echo.flush()
-        for listener in self._listeners:
-            listener(event)
+        with self._lock:
+            self._file.write(line + "\n")
+            if self._echo is not None:
+                self._echo.write(line + "\n")
+                self._echo.flush()
+            for listener in self._listeners:
+                listener(event)
 
     def close(self) -> None:
         self._file.close()

@@ -30,6 +30,16 @@ class SearchConfig(Strict):
         50, ge=1, description="Give up if this many proposals in a row are rejected or duplicates."
     )
     dedup: bool = Field(True, description="Reject candidates that behave like one already in the archive.")
+    concurrency: int = Field(
+        1, ge=1, le=256,
+        description="Candidates in flight at once: their proposals, LLM calls, checks, screens and training jobs "
+                    "overlap (1: one candidate at a time, the original search and its results for a seed).")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Where checks, screens and training jobs run: 'local' (this machine's sandbox "
+                             "workers and launcher) or 'ray' (Ray tasks, each in a sandbox on its worker).")
+    ray_address: str | None = Field(
+        None, description="executor = 'ray': the cluster's address ('auto' joins a running one); none starts "
+                          "a local Ray instance for the run.")
     seed_losses: list[Path] = Field(
         default_factory=list,
         description="Loss files proposed first, in order, before the proposer's own (see `lossforge import`): "
