@@ -11,12 +11,19 @@ What it guarantees
   error (``PriceError``) when a dollar limit is set, so a misspelt model name cannot spend unmetered;
   without a dollar limit it costs 0 and is still counted in tokens and calls.
 * The rule for callers: call ``check()`` before a call and ``charge()`` after it. A call is only started
-  while no limit is reached, so the overshoot is at most one call (bound it with ``max_tokens``).
+  while no limit is reached, so the overshoot is at most the calls in flight when the limit is reached:
+  one call for one caller, at most K for K callers at once (``[search] concurrency``; bound each call
+  with ``max_tokens``).
 * The state (``BudgetState``) is a pydantic model: ``budget.state.model_dump()`` is JSON, and
   ``Budget(limits, prices, state=BudgetState.model_validate(saved))`` resumes it exactly, e.g. from the
-  archive's meta table. ``charge`` is thread-safe (the judge charges from worker threads), and
-  ``on_change`` (if set) is called with a copy of the new state after each charge, on the charging
-  thread.
+  archive's meta table. ``charge`` is thread-safe (the judge and concurrent candidates charge from
+  worker threads).
+* ``on_change`` (if set) is called with a copy of the new state after each charge, on the charging
+  thread, *inside* the budget's lock: the states reach it one at a time and in the order of the charges,
+  so the last state it was given (the one a caller persists) is always the budget's current state,
+  never an older one written after a newer one. ``on_change`` may read the budget (the lock is
+  re-entrant) but must not wait for another thread that charges it; when it raises, the charge is kept
+  and the error propagates to the charging caller.
 """
 from __future__ import annotations
 
@@ -75,7 +82,7 @@ class Budget:
         self.prices = prices or PriceTable()
         self._state = state.model_copy(deep=True) if state is not None else BudgetState()
         self.on_change = on_change
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: on_change runs under it and may read the state
 
     @property
     def state(self) -> BudgetState:
@@ -101,9 +108,8 @@ class Budget:
             spend.prompt_tokens += usage.prompt_tokens
             spend.completion_tokens += usage.completion_tokens
             spend.usd += usd
-            snapshot = s.model_copy(deep=True)
-        if self.on_change is not None:
-            self.on_change(snapshot)
+            if self.on_change is not None:  # under the lock: persisted in the order of the charges
+                self.on_change(s.model_copy(deep=True))
         return usd
 
     def exhausted(self) -> str | None:

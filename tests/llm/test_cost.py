@@ -74,3 +74,41 @@ def test_charging_from_many_threads_loses_nothing() -> None:
     assert (state.calls, state.prompt_tokens, state.completion_tokens) == (400, 400_000, 40_000)
     assert state.usd == pytest.approx(400 * (1000 * 2.5 + 100 * 10.0) / 1e6)
     assert budget.summary()["calls"] == 400
+
+
+def test_the_last_state_persisted_from_many_threads_is_the_final_one(tmp_path) -> None:
+    """Concurrent candidates charge one budget; what `on_change` persists (the archive's meta, as the run
+    does) must end at the final state, never at an older snapshot written after a newer one."""
+    import random
+    import time
+
+    from lossforge.rundir.archive import Archive
+
+    archive = Archive(tmp_path / "archive.sqlite")
+    seen: list[int] = []
+    jitter = random.Random(0)
+
+    def persist(state: BudgetState) -> None:
+        time.sleep(jitter.random() * 0.002)  # a slow write widens the window between charge and persist
+        archive.set_meta("llm_budget", state.model_dump())
+        seen.append(state.calls)
+
+    budget = Budget(BudgetLimits(max_calls=10_000), PRICES, on_change=persist)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda i: budget.charge(Usage(model="gpt-4o", prompt_tokens=10 + i % 7, completion_tokens=3)),
+                      range(300)))
+    final = budget.state
+    assert final.calls == 300 and seen == list(range(1, 301))  # every state persisted once, in charge order
+    assert BudgetState.model_validate(archive.get_meta("llm_budget")) == final
+    resumed = Budget(BudgetLimits(max_calls=10_000), PRICES, state=BudgetState.model_validate(archive.get_meta("llm_budget")))
+    assert resumed.state == final
+    archive.close()
+
+
+def test_on_change_may_read_the_budget_it_is_called_from() -> None:
+    budget = Budget(BudgetLimits(max_calls=2))
+    read: list[tuple[int, str | None]] = []
+    budget.on_change = lambda state: read.append((budget.state.calls, budget.exhausted()))
+    budget.charge(Usage(model="m"))
+    budget.charge(Usage(model="m"))
+    assert read == [(1, None), (2, "2 calls made, limit 2")]
