@@ -28,7 +28,7 @@ from typing import Any, Callable, TextIO
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from lossforge.rundir.archive import Archive
+from lossforge.rundir.archive import FITNESS_IDENTITY_META, Archive
 from lossforge.rundir.events import Event, EventKind, EventLog, make_event
 from lossforge.agent.graph import build_candidate_graph, build_graph
 from lossforge.rundir.lock import RunLock
@@ -75,7 +75,7 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def check_config_compatible(archive: Archive, config: RunConfig) -> None:
     """Refuse settings that would make this directory's fitness values incomparable."""
-    stored = archive.get_meta("fitness_identity")
+    stored = archive.get_meta(FITNESS_IDENTITY_META)
     current = json.loads(json.dumps(config.fitness_identity(), default=str))
     if stored is None:
         return
@@ -95,10 +95,13 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
 
 
 def default_sandbox(config: RunConfig) -> Sandbox:
-    """The run's sandbox: up to ``[search] concurrency`` children at once, on this machine or on Ray."""
-    from lossforge.sandbox.factory import sandbox_from_config
+    """The run's sandbox: up to ``[search] concurrency`` children at once on this machine, or with
+    ``[search] executor = "ray"`` each check and screen a Ray task (a screen reserving ``[proxy.screen]
+    threads`` CPUs) in a sandbox on its worker, on the cluster at ``ray_address`` (none: a local Ray)."""
+    from lossforge.sandbox.factory import sandbox_for_search
 
-    return sandbox_from_config(config.sandbox, max_concurrency=config.search.concurrency)
+    return sandbox_for_search(config.sandbox, executor=config.search.executor, ray_address=config.search.ray_address,
+                              max_concurrency=config.search.concurrency, run_cpus=config.proxy.screen.threads)
 
 
 def _carried_over(archive: Archive, old: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +141,7 @@ def run_search(
         archive = Archive(run_dir / ARCHIVE_FILE)
         stack.callback(archive.close)
         check_config_compatible(archive, config)
-        archive.set_meta("fitness_identity", json.loads(json.dumps(config.fitness_identity(), default=str)))
+        archive.set_meta(FITNESS_IDENTITY_META, json.loads(json.dumps(config.fitness_identity(), default=str)))
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
         events = EventLog(run_dir / EVENTS_FILE, echo=echo_jsonl)

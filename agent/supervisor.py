@@ -35,11 +35,10 @@ from langchain_core.runnables import RunnableConfig
 
 from lossforge.agent.nodes import SearchNodes
 from lossforge.agent.state import CandidateState, SearchState
-from lossforge.rundir.archive import EVALUATED
+from lossforge.rundir.archive import EVALUATED, IN_FLIGHT_META
 
 __all__ = ["IN_FLIGHT_META", "Supervisor", "timed"]
 
-IN_FLIGHT_META = "in_flight"  # archive meta: the first steps of the candidates in flight (for `lossforge status`)
 class _Work:
     """Seconds one walk spent inside its nodes (LangGraph may run a node on any thread)."""
 

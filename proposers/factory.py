@@ -1,11 +1,9 @@
 """Choosing a proposer from the configuration."""
 from __future__ import annotations
 
-from lossforge.rundir.archive import Archive
+from lossforge.rundir.archive import LLM_BUDGET_META, Archive
 from lossforge.proposers.base import Proposer
 from lossforge.config import RunConfig
-
-LLM_BUDGET_META = "llm_budget"
 
 
 def make_proposer(config: RunConfig, archive: Archive | None = None) -> tuple[Proposer, str]:

@@ -17,23 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lossforge.rundir.funnel import Funnel  # noqa: E402
 from lossforge.report.plots import save_figure  # noqa: E402
 from lossforge.report.render import Section, render_html, render_markdown  # noqa: E402
 
 __all__ = ["write_bench_report"]
 
-_STAGES = [
-    ("proposed", "proposed"),
-    ("passed checks", None),
-    ("new", None),
-    ("screened", "screened"),
-    ("scored", None),
-]
-
-
-def _stages(f: dict[str, Any]) -> list[int]:
-    passed = f["proposed"] - f["failed_proposal"] - f["rejected"]
-    return [f["proposed"], passed, passed - f["duplicate"], f["screened"], f["evaluated"]]
+_STAGE_LABELS = ["proposed", "passed checks", "new", "screened", "scored"]  # rundir.funnel.STAGE_NAMES, short
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -75,9 +65,9 @@ def plot_funnels(result: dict[str, Any], path: Path) -> None:
     kinds = list(result["proposers"])
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.8 / max(len(kinds), 1)
-    labels = [name for name, _ in _STAGES]
+    labels = _STAGE_LABELS
     for i, kind in enumerate(kinds):
-        values = _stages(result["proposers"][kind]["funnel"])
+        values = [n for _, n in Funnel.from_counts(result["proposers"][kind]["funnel"]).stages()]
         xs = [j + i * width for j in range(len(values))]
         ax.bar(xs, values, width=width, color=f"C{i}", label=kind)
         for x, v in zip(xs, values):

@@ -23,6 +23,7 @@ from lossforge.report import DEFAULT_BETAS
 from lossforge.report.plots import plot_best, plot_costs, plot_frontier, plot_funnel, plot_reward_kl
 from lossforge.report.render import Section, render_html, render_markdown
 from lossforge.rundir.archive import Archive, Candidate
+from lossforge.rundir.funnel import Funnel
 from lossforge.sandbox.protocol import Sandbox, SandboxError
 from lossforge.tools.shapes import loss_shape, plot_shapes
 from lossforge.trainer.losses import library_code
@@ -31,26 +32,9 @@ __all__ = ["write_run_report", "funnel_counts", "stage_costs", "frontier_screens
 
 
 def funnel_counts(candidates: list[Candidate]) -> dict[str, Any]:
-    """How many candidates reached each stage, and the failed checks by name."""
-    proposed = len(candidates)
-    failed_proposals = sum(1 for c in candidates if c.status == "failed" and not c.code)
-    rejected = [c for c in candidates if c.status == "rejected"]
-    duplicates = sum(1 for c in candidates if c.status == "duplicate")
-    screened = [c for c in candidates if c.status in ("evaluated", "degenerate", "failed", "screening") and c.code]
-    scored = sum(1 for c in screened if c.fitness is not None)
-    by_check: dict[str, int] = {}
-    for c in rejected:
-        by_check[c.failed_check or "unknown"] = by_check.get(c.failed_check or "unknown", 0) + 1
-    return {
-        "stages": [
-            ("proposed", proposed),
-            ("passed the checks", proposed - failed_proposals - len(rejected)),
-            ("new (not a duplicate)", proposed - failed_proposals - len(rejected) - duplicates),
-            ("screened", len(screened)),
-            ("scored (not degenerate)", scored),
-        ],
-        "rejected_by_check": dict(sorted(by_check.items(), key=lambda kv: -kv[1])),
-    }
+    """How many candidates reached each stage, and the failed checks by name (``rundir.funnel.Funnel``)."""
+    funnel = Funnel.of(candidates)
+    return {"stages": funnel.stages(), "rejected_by_check": funnel.rejected_by_check}
 
 
 def stage_costs(candidates: list[Candidate]) -> dict[str, dict[str, float]]:

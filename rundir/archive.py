@@ -51,6 +51,12 @@ CREATE INDEX IF NOT EXISTS candidates_fitness ON candidates(fitness);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Keys of the meta table (one JSON value each).
+FITNESS_IDENTITY_META = "fitness_identity"  # the settings that make fitness values comparable (agent/runner.py)
+LLM_BUDGET_META = "llm_budget"  # the LLM proposer's spending so far (llm/cost.py BudgetState)
+STEERING_META = "steering"  # hints and pins from the TUI (rundir/steering.py)
+IN_FLIGHT_META = "in_flight"  # the first steps of the candidates in flight (agent/supervisor.py)
+
 STATUSES = tuple(CandidateStatus)  # in the order a candidate passes them (candidate/status.py)
 EVALUATED = SCORED
 _JSON_FIELDS = ("parent_ids", "genome", "check_report", "fingerprint", "result", "timings")

@@ -5,13 +5,13 @@ a hint sent now reaches the next proposal, whichever process sent it.
 """
 from __future__ import annotations
 
-from lossforge.rundir.archive import Archive
+from lossforge.rundir.archive import STEERING_META, Archive
 
 MAX_HINTS = 20
 
 
 def _steering(archive: Archive) -> dict:
-    data = archive.get_meta("steering", {}) or {}
+    data = archive.get_meta(STEERING_META, {}) or {}
     return {"hints": list(data.get("hints", [])), "pinned": list(data.get("pinned", [])), "excluded": list(data.get("excluded", []))}
 
 
@@ -22,7 +22,7 @@ def add_hint(archive: Archive, text: str) -> None:
         raise ValueError("a hint needs some text")
     data = _steering(archive)
     data["hints"] = (data["hints"] + [text])[-MAX_HINTS:]
-    archive.set_meta("steering", data)
+    archive.set_meta(STEERING_META, data)
 
 
 def toggle(archive: Archive, candidate_id: int, kind: str) -> bool:
@@ -40,7 +40,7 @@ def toggle(archive: Archive, candidate_id: int, kind: str) -> bool:
         if candidate_id in data[other]:
             data[other].remove(candidate_id)
         state = True
-    archive.set_meta("steering", data)
+    archive.set_meta(STEERING_META, data)
     return state
 
 

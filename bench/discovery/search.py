@@ -10,7 +10,6 @@ settings and the seed (only the ``timing`` values depend on the machine).
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import math
 import subprocess
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 
 from lossforge.bench.discovery.config import DiscoveryBenchConfig
 from lossforge.config import RunConfig
+from lossforge.rundir.funnel import Funnel
 from lossforge.settings.proxy import WorldConfig
 from lossforge.trainer.proxy.heldout import stat
 
@@ -112,54 +112,19 @@ def _label(o: SearchOutcome) -> str:
     return f"{o.proposer} seed {o.seed}: #{o.best['id']} {o.best['name']}" if o.best else f"{o.proposer} seed {o.seed}"
 
 
-def _code_hash(code: str) -> str:
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
-
-
 def _funnel(candidates: list[Any], n_variants: int = 0) -> dict[str, Any]:
-    counts = {s: 0 for s in ("proposed", "failed_proposal", "rejected", "duplicate", "screened", "failed_screen", "degenerate", "evaluated")}
-    by_check: dict[str, int] = {}
-    for c in candidates:
-        counts["proposed"] += 1
-        if c.status == "failed" and c.name == "failed-proposal":
-            counts["failed_proposal"] += 1
-        elif c.status == "rejected":
-            counts["rejected"] += 1
-            key = c.failed_check or "unknown"
-            by_check[key] = by_check.get(key, 0) + 1
-        elif c.status == "duplicate":
-            counts["duplicate"] += 1
-        elif c.status in ("evaluated", "degenerate", "failed", "screening"):
-            counts["screened"] += 1
-            if c.status == "failed":
-                counts["failed_screen"] += 1
-            elif c.status == "degenerate":
-                counts["degenerate"] += 1
-            elif c.status == "evaluated":
-                counts["evaluated"] += 1
+    """The run's funnel (``rundir.funnel.Funnel``) plus the fitness variants' screens run and skipped."""
+    counts = Funnel.of(candidates).as_dict()
     # [proxy.fitness] variants: the extra screens run, and those skipped lazily (below the top k)
     readings = [(c.result or {}) for c in candidates if c.status == "evaluated" and "readings" in (c.result or {})]
     counts["variant_screens"] = sum(len(r["readings"]) - 1 for r in readings)
     counts["variant_screens_skipped"] = n_variants * sum(1 for r in readings if r.get("complete") is False)
-    counts["rejected_by_check"] = dict(sorted(by_check.items()))
     return counts
 
 
 def funnel_fractions(counts: dict[str, Any]) -> dict[str, float | None]:
-    """Each stage's rejections as a share of what reached that stage."""
-
-    def share(a: int, b: int) -> float | None:
-        return round(a / b, 4) if b else None
-
-    checked = counts["proposed"] - counts["failed_proposal"]
-    passed = checked - counts["rejected"]
-    return {
-        "rejected_by_checks": share(counts["rejected"], checked),
-        "duplicates_of_passed": share(counts["duplicate"], passed),
-        "degenerate_of_screened": share(counts["degenerate"], counts["screened"]),
-        "failed_of_screened": share(counts["failed_screen"], counts["screened"]),
-        "evaluated_of_proposed": share(counts["evaluated"] + counts["degenerate"], counts["proposed"]),
-    }
+    """Each stage's rejections as a share of what reached that stage (``Funnel.fractions`` of a bench's counts)."""
+    return Funnel.from_counts(counts).fractions()
 
 
 def _curve(candidates: list[Any]) -> list[float | None]:
@@ -176,7 +141,7 @@ def _curve(candidates: list[Any]) -> list[float | None]:
 def run_one_search(kind: str, seed: int, config: DiscoveryBenchConfig, out_dir: Path) -> SearchOutcome:
     """One real search (run_search, LangGraph, archive, sandbox) until `config.evaluations` evaluations."""
     from lossforge.rundir.archive import Archive
-    from lossforge.proposers.factory import LLM_BUDGET_META
+    from lossforge.rundir.archive import LLM_BUDGET_META
     from lossforge.agent.runner import ARCHIVE_FILE, run_search
 
     run_config = config.run.model_copy(deep=True)
@@ -240,7 +205,7 @@ def run_one_search(kind: str, seed: int, config: DiscoveryBenchConfig, out_dir: 
     best = None
     if top:
         b = top[0]
-        best = {"id": b.id, "name": b.name, "fitness": b.fitness, "code": b.code, "code_hash": _code_hash(b.code), "operator": b.operator}
+        best = {"id": b.id, "name": b.name, "fitness": b.fitness, "code": b.code, "code_hash": b.code_hash, "operator": b.operator}
     return SearchOutcome(
         proposer=kind,
         seed=seed,

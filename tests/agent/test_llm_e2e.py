@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from lossforge.rundir.archive import Archive
-from lossforge.proposers.factory import LLM_BUDGET_META
+from lossforge.rundir.archive import LLM_BUDGET_META
 from lossforge.agent.runner import run_search
 from lossforge.config import RunConfig
 from lossforge.llm.fake_server import FakeServer

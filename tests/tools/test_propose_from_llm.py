@@ -12,7 +12,7 @@ import pytest
 
 from lossforge.rundir.archive import Archive
 from lossforge.rundir.lock import RunLock
-from lossforge.proposers.factory import LLM_BUDGET_META
+from lossforge.rundir.archive import LLM_BUDGET_META
 from lossforge.config import RunConfig
 from lossforge.llm.fake_server import FakeServer
 from lossforge.tools import api
