@@ -60,6 +60,8 @@ def run(
     api_key_env: Optional[str] = typer.Option(
         None, "--api-key-env", metavar="NAME", help="--proposer llm: environment variable holding the API key (default OPENAI_API_KEY; '' for a server without a key)."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much wall time."),
+    concurrency: Optional[int] = typer.Option(
+        None, "--concurrency", metavar="K", help="Candidates in flight at once (replaces [search] concurrency; default 1: one at a time)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where proxy worlds are cached."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Write every event to stdout as a JSON line."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
@@ -70,8 +72,12 @@ def run(
     from lossforge.rundir.lock import RunDirectoryBusy
     from lossforge.agent.runner import ConfigMismatch, run_search
 
+    if concurrency is not None and concurrency < 1:
+        _fail(f"--concurrency is the number of candidates in flight at once and must be at least 1, not {concurrency}: "
+              "give --concurrency 1 for one candidate at a time")
     overrides: dict[str, Any] = {
         "search.generations": generations,
+        "search.concurrency": concurrency,
         "search.seed": seed,
         "proposer.kind": proposer,
         "search.max_minutes": max_minutes,
@@ -122,8 +128,10 @@ def status(
     run_dir: Path = typer.Argument(..., help="A run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Candidates of a run (id, name, status, fitness), the best, and counts. Safe while a run is going."""
+    """Candidates of a run (id, name, status, fitness), the best, counts, and the candidates in flight with
+    what each is doing (proposing, checking, screening, training, ...). Safe while a run is going."""
     from lossforge.rundir.archive import Archive
+    from lossforge.rundir.in_flight import in_flight
 
     try:
         archive = Archive(run_dir / "archive.sqlite", readonly=True)
@@ -132,13 +140,17 @@ def status(
     try:
         candidates = archive.all()
         top = archive.top(1)
+        flying = in_flight(archive, candidates)
         data = {
             "run_dir": str(run_dir),
             "evaluated": archive.count_evaluated(),
             "counts": archive.counts(),
             "best": top[0].public() if top else None,
+            "in_flight": [f.public() for f in flying],
             "candidates": [c.public() for c in candidates],
         }
+    except ValueError as error:
+        _fail(str(error))
     finally:
         archive.close()
     if as_json:
@@ -152,7 +164,18 @@ def status(
     for c in candidates:
         note = c.failed_check or (f"dup of #{c.duplicate_of}" if c.duplicate_of else "") or (c.error or "")
         table.add_row(str(c.id), str(c.generation or ""), escape(c.name), c.status, "" if c.fitness is None else f"{c.fitness:.4f}", escape(note[:40]))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not flying:
+        console.print("in flight: none")
+        return
+    flight = Table(title=f"in flight: {len(flying)}")
+    for column in ("step", "id", "name", "stage"):
+        flight.add_column(column)
+    for f in flying:
+        job = f" (job {escape(f.job_id or '-')}: {f.job_status})" if f.stage == "training" else ""
+        flight.add_row(str(f.step), "" if f.candidate_id is None else str(f.candidate_id), escape(f.name or ""), f"{f.stage}{job}")
+    console.print(flight)
 
 
 def report(

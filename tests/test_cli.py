@@ -345,3 +345,47 @@ def test_run_llm_flags_refuse_what_cannot_work_before_anything_runs(tmp_path, ar
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_run_concurrency_below_1_is_a_usage_error(tmp_path, value) -> None:
+    done = lossforge("run", "--run-dir", str(tmp_path / "run"), "--concurrency", value, timeout=120)
+    assert done.returncode == 2 and "--concurrency" in done.stderr and "at least 1" in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_concurrency_overrides_the_config_and_status_shows_nothing_left_in_flight(tmp_path, cache_dir) -> None:
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_config_toml(cache_dir, generations=2, extra='concurrency = 1\n[proposer]\nkind = "random"\n'))
+    run_dir = tmp_path / "run"
+    done = lossforge("run", "--run-dir", str(run_dir), "--config", str(config), "--concurrency", "2", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run_dir / "config.json").read_text())["search"]["concurrency"] == 2
+    status = json.loads(lossforge("status", str(run_dir), "--json").stdout)
+    assert status["evaluated"] == 2 and status["in_flight"] == []
+    text = lossforge("status", str(run_dir))
+    assert text.returncode == 0 and "in flight: none" in text.stdout
+
+
+def test_status_shows_the_candidates_in_flight_and_their_stages(tmp_path) -> None:
+    """An archive as a run with three walks in flight and a background training job leaves it (written by
+    hand: the supervisor's meta, the rows at their stages); status reads it like a live run's."""
+    from lossforge.rundir.archive import Archive
+    from lossforge.rundir.in_flight import IN_FLIGHT_META
+
+    archive = Archive(tmp_path / "archive.sqlite")
+    screening = archive.upsert_proposal(0, name="on_the_proxy", code="x", code_hash="a")
+    archive.update(screening, status="screening")
+    trained = archive.upsert_proposal(1, name="promoted", code="y", code_hash="b")
+    archive.update(trained, status="evaluated", fitness=1.0, generation=1, reflection="ok",
+                   result={"train": {"status": "running", "job_id": "job-1"}})
+    checking = archive.upsert_proposal(3, name="being_checked", code="z", code_hash="c")
+    archive.set_meta(IN_FLIGHT_META, [0, 2, 3])
+    archive.close()
+
+    done = lossforge("status", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    shown = [(f["slot"], f["candidate_id"], f["stage"]) for f in json.loads(done.stdout)["in_flight"]]
+    assert shown == [(0, screening, "screening"), (2, None, "proposing"), (3, checking, "checking"), (None, trained, "training")]
+    text = lossforge("status", str(tmp_path)).stdout
+    assert "in flight: 4" in text and "proposing" in text and "training (job job-1: running)" in text
