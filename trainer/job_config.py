@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
+
+from lossforge.settings.base import Strict
 
 __all__ = ["TRL_SUPPORTED", "JobConfig", "LoraConfig", "JobResult", "DegenerateLossError", "check_trl_version"]
 
@@ -39,20 +41,17 @@ def check_trl_version() -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-class LoraConfig(BaseModel):
+class LoraConfig(Strict):
     """LoRA adapter settings (needs ``peft``); the reference is the base model with the adapter off."""
 
-    model_config = ConfigDict(extra="forbid")
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
-class JobConfig(BaseModel):
+class JobConfig(Strict):
     """One training job. Unknown keys are an error. Defaults follow the DiscoPOP paper where it says."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(..., description="hub id or local directory of the SFT model (also the reference)")
     revision: Optional[str] = None

@@ -11,9 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from lossforge.config import ConfigError, RunConfig
+from lossforge.settings.base import Strict
 from lossforge.settings.search import SearchConfig
 from lossforge.settings.proxy import FitnessConfig, ProxyConfig, ScreenConfig, WorldConfig
 from lossforge.trainer.proxy.heldout import HeldOutConfig, condition_screen
@@ -35,10 +36,6 @@ BENCH_SCREEN = ScreenConfig(steps=48, batch_pairs=64, checkpoints=6, eval_sample
 BENCH_FITNESS = FitnessConfig(variants=[{"beta": "2x"}], aggregate="min", lazy_top_k=8)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 def default_bench_run() -> RunConfig:
     """The run settings of every bench search (seed, generations and proposer are set per search)."""
     return RunConfig(
@@ -48,7 +45,7 @@ def default_bench_run() -> RunConfig:
     )
 
 
-class DiscoveryBenchConfig(_Strict):
+class DiscoveryBenchConfig(Strict):
     """Everything the bench does; the defaults are the documented benchmark."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
