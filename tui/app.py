@@ -10,6 +10,10 @@ The budgets (generations, LLM dollars, tokens and calls, GPU-hours) are gauges i
 `tui.budget.BudgetFigures` from the events (`run_started`, `llm_call`, `budget`), the archive (evaluated
 candidates, the LLM spending saved in its meta) and the run's configuration (`config.json` when
 attached). Below 120 columns they are one line (`BudgetStrip`) under the table and the detail.
+
+The candidates in flight (``[search] concurrency`` walks, and training jobs that outlived theirs) and
+what each is doing are one line above the footer (`InFlightBar`, hidden while none is), read from the
+archive with `rundir.in_flight` (as `lossforge status` reads them) whenever an event refreshes the view.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from textual.widgets import DataTable, Footer, Header
 
 from lossforge.rundir.archive import Archive, Candidate
 from lossforge.rundir.events import EventKind, read_events
+from lossforge.rundir.in_flight import in_flight
 from lossforge.rundir.steering import add_hint, toggle
 from lossforge.config import RunConfig
 from lossforge.tui.budget import BudgetFigures
@@ -33,6 +38,7 @@ from lossforge.tui.screens import ConfirmStop, HintInput
 from lossforge.tui.widgets.candidates import CandidatesTable
 from lossforge.tui.widgets.detail import CandidateDetail, LossPlot
 from lossforge.tui.widgets.gauges import BudgetStrip
+from lossforge.tui.widgets.in_flight import InFlightBar
 from lossforge.tui.widgets.logs import EventLog, ReasoningView
 from lossforge.tui.widgets.progress import BestChart, Budgets
 
@@ -91,6 +97,7 @@ class LossforgeApp(App):
         self._curves: dict[int, dict] = {}
         self._dpo_curve: dict | None = None
         self._shown_id: int | None = None
+        self._flight_warned = False
         self.budget = BudgetFigures()
         self.budget.set_llm_limits(self._llm_limits())
         # Sandboxes start their worker server here, before Textual replaces stdout/stderr (a server
@@ -115,6 +122,7 @@ class LossforgeApp(App):
                     yield BestChart(id="best")
                     yield Budgets(id="budgets")
                 yield EventLog(id="events")
+        yield InFlightBar(id="in-flight")
         yield BudgetStrip(id="budget-strip")
         yield Footer()
 
@@ -247,6 +255,13 @@ class LossforgeApp(App):
         self.budget.set_llm_spent(self.archive.get_meta("llm_budget"))
         self.budget.set_training_seconds(sum(float(c.timings.get("train") or 0) for c in candidates))
         self._show_budgets()
+        try:
+            self.query_one(InFlightBar).show(in_flight(self.archive, candidates))
+        except ValueError as error:  # an archive of another version: say so once, keep the rest of the view
+            self.query_one(InFlightBar).show([])
+            if not self._flight_warned:
+                self._flight_warned = True
+                self.notify(str(error), severity="warning")
         self._show_selected()
 
     def _show_budgets(self) -> None:
