@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from lossforge.errors import UsageError
 from lossforge.candidate.importer import seed_problems  # ast only: no torch
 from lossforge.settings.base import Strict
 from lossforge.settings.proxy import ProxyConfig
@@ -58,7 +59,7 @@ class RunConfig(Strict):
         return {"seed": self.search.seed, "proxy": proxy}
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration file or override that cannot be used; the message lists every problem."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, TextIO
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from lossforge.errors import UsageError
 from lossforge.rundir.archive import FITNESS_IDENTITY_META, Archive
 from lossforge.rundir.events import Event, EventKind, EventLog, make_event
 from lossforge.agent.graph import build_candidate_graph, build_graph
@@ -47,7 +48,7 @@ CHECKPOINT_FILE = "checkpoints.sqlite"
 EVENTS_FILE = "events.jsonl"
 
 
-class ConfigMismatch(ValueError):
+class ConfigMismatch(UsageError):
     """The run directory was started with settings that make fitness values incomparable to these."""
 
 

@@ -45,6 +45,7 @@ import ast
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from lossforge.errors import CandidateError
 from lossforge.candidate.allowlist import (
     _ALLOWED_IMPORTS,
     _ALLOWED_IMPORTS_TEXT,
@@ -82,7 +83,7 @@ __all__ = [
 CANDIDATE_FILENAME = "<candidate>"
 
 
-class PolicyViolation(Exception):
+class PolicyViolation(CandidateError):
     """A candidate broke the policy. ``check`` names the rule, ``evidence`` the line and construct,
     ``hint`` what to do instead."""
 

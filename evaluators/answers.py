@@ -42,6 +42,7 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import Field
 
+from lossforge.errors import UsageError
 from lossforge.evaluators.questions import Question
 from lossforge.settings.judge import GenerationSettings
 
@@ -72,7 +73,7 @@ ARENA_HARD_BASELINES: dict[str, str] = {
 }
 
 
-class AnswerError(ValueError):
+class AnswerError(UsageError):
     """An answer file (or the baseline answers a run needs) that cannot be read; the message says what to do."""
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lossforge.errors import UsageError
 from lossforge.evaluators.questions import Question
 from lossforge.evaluators.winrate import verdict_label
 
@@ -243,7 +244,7 @@ FASTCHAT_SINGLE_PROMPTS: dict[tuple[bool, bool], tuple[str, frozenset[str]]] = {
 }
 
 
-class JudgePromptsError(ValueError):
+class JudgePromptsError(UsageError):
     """A judge prompt file that cannot be used; the message names the file, the prompt and what to fix."""
 
 

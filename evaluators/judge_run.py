@@ -36,6 +36,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lossforge.errors import LossforgeError
 from lossforge.evaluators.answers import (
     AnswerError,
     answer_questions,
@@ -57,7 +58,7 @@ __all__ = ["JudgeIncomplete", "run_judge"]
 REFERENCE_HINT = "reference_answer/gpt-4.jsonl"
 
 
-class JudgeIncomplete(RuntimeError):
+class JudgeIncomplete(LossforgeError, RuntimeError):
     """Some judge calls failed; ``summary`` is the partial result (``failed`` lists them with their errors)."""
 
     def __init__(self, message: str, summary: dict[str, Any]) -> None:

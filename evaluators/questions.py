@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 from pydantic import BaseModel, Field
 
+from lossforge.errors import UsageError
 from lossforge.settings.judge import NEEDS_REFERENCE
 
 __all__ = [
@@ -49,7 +50,7 @@ MT_BENCH_REFERENCES = ("reference_answer_gpt-4.jsonl", "reference_answer/gpt-4.j
 ARENA_HARD_FILES = ("question.jsonl", "question-v0.1.jsonl")
 
 
-class QuestionError(ValueError):
+class QuestionError(UsageError):
     """A question file or row that cannot be read."""
 
 

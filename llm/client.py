@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from pydantic import BaseModel
 
+from lossforge.errors import LossforgeError
 from lossforge.llm.reasoning import REASONING_FIELDS, ReasoningStream, split_reasoning
 
 __all__ = ["ChatResult", "LLMClient", "LLMError", "LLMResponseError", "Usage", "estimate_tokens", "redact"]
@@ -90,7 +91,7 @@ class ChatResult(BaseModel):
         return f"<think>\n{self.reasoning}\n</think>\n{self.text}"
 
 
-class LLMError(RuntimeError):
+class LLMError(LossforgeError, RuntimeError):
     """A chat call that failed after the SDK's retries; the message never contains the API key."""
 
     def __init__(self, message: str, *, status: int | None = None, raw: str | None = None) -> None:

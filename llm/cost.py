@@ -32,13 +32,14 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lossforge.errors import LossforgeError
 from lossforge.llm.client import Usage
 from lossforge.settings.llm import BudgetLimits, PriceTable
 
 __all__ = ["Budget", "BudgetExhausted", "BudgetState", "ModelSpend"]
 
 
-class BudgetExhausted(RuntimeError):
+class BudgetExhausted(LossforgeError, RuntimeError):
     """A budget limit is reached; the message says which."""
 
     def __init__(self, reason: str) -> None:

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from lossforge.errors import LossforgeError
 
-class RunDirectoryBusy(RuntimeError):
+
+class RunDirectoryBusy(LossforgeError, RuntimeError):
     """Another process is running a search in this run directory."""
 
 

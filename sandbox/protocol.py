@@ -23,6 +23,7 @@ from __future__ import annotations
 import traceback
 from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
+from lossforge.errors import LossforgeError
 from lossforge.candidate.report import CheckReport
 
 __all__ = ["Sandbox", "SandboxError", "SANDBOX_ERROR_KINDS", "InProcessSandbox"]
@@ -32,7 +33,7 @@ T = TypeVar("T")
 SANDBOX_ERROR_KINDS = ("timeout", "crashed", "policy", "error")
 
 
-class SandboxError(Exception):
+class SandboxError(LossforgeError):
     """``run`` failed. ``kind``: "timeout" (killed at the deadline), "crashed" (the isolated process died:
     signal, exit, out of memory), "policy" (the code broke the candidate policy) or "error" (the task
     raised; ``message`` is ``Type: message``). ``traceback_tail`` is the last lines of the traceback."""

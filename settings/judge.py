@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from lossforge.errors import UsageError
 from lossforge.settings.base import Strict
 from lossforge.settings.llm import BudgetLimits, PriceTable
 
@@ -50,7 +51,7 @@ class JudgeSettings(Strict):
     max_failures_in_a_row: int = Field(8, ge=1, description="Stop calling after this many failed calls with no success between.")
 
 
-class JudgeRunError(ValueError):
+class JudgeRunError(UsageError):
     """The inputs of a judging run cannot be used; the message says what to change."""
 
 

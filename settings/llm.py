@@ -27,6 +27,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
+from lossforge.errors import UsageError
 from lossforge.settings.base import Strict
 
 __all__ = ["BudgetLimits", "LLMProposerConfig", "LLMProposerSettings", "ModelChoice", "Price", "PriceError",
@@ -41,7 +42,7 @@ class TokenUsage(Protocol):
     completion_tokens: int
 
 
-class PriceError(ValueError):
+class PriceError(UsageError):
     """A model the price table cannot price while a dollar limit is in force."""
 
 

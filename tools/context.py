@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import Field
 
+from lossforge.errors import LossforgeError
 from lossforge.settings.base import Strict
 
 from lossforge.settings.sandbox import SandboxConfig
@@ -49,7 +50,7 @@ __all__ = [
 ]
 
 
-class ToolError(Exception):
+class ToolError(LossforgeError):
     """A tool could not do what was asked; the message says why and what to change."""
 
 

@@ -51,6 +51,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from pydantic import Field
 
+from lossforge.errors import LossforgeError
 from lossforge.sandbox.cancel import Cancellation, cancellable
 from lossforge.tools import api
 from lossforge.tools.context import ToolContext, ToolError as LossforgeToolError, ToolSettings
@@ -134,7 +135,7 @@ class _CallProgress:
         return report
 
 
-class ToolCancelled(Exception):
+class ToolCancelled(LossforgeError):
     """Raised inside a cancelled call's worker thread to end its work early (nobody reads its result)."""
 
 

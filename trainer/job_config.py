@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
+from lossforge.errors import CandidateError
 from lossforge.settings.base import Strict
 
 __all__ = ["TRL_SUPPORTED", "JobConfig", "LoraConfig", "JobResult", "DegenerateLossError", "check_trl_version"]
@@ -120,5 +121,5 @@ class JobResult(BaseModel):
     trl_version: Optional[str] = None
 
 
-class DegenerateLossError(RuntimeError):
+class DegenerateLossError(CandidateError, RuntimeError):
     """The candidate produced a non-finite loss or a wrongly shaped output during training."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossforge.errors import UsageError
+
 
 #: The candidate's parameters, in order (the same as ``lossforge.candidate.allowlist.PARAMETERS``).
 CANDIDATE_PARAMETERS = (
@@ -62,7 +64,7 @@ _MODULES = {"torch": "torch", "torch.nn.functional": "F", "math": "math", "torch
 _DEVICE = "__device__"  # placeholder for self.accelerator.device while transforming
 
 
-class ImportError_(ValueError):
+class ImportError_(UsageError):
     """The source cannot be read as Python, or names no function to import (the message says why)."""
 
 

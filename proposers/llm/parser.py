@@ -29,12 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from lossforge.errors import LossforgeError
 from lossforge.llm.reasoning import split_reasoning
 
 __all__ = ["ParsedProposal", "ProposalError", "parse_proposal", "snake_name"]
 
 
-class ProposalError(RuntimeError):
+class ProposalError(LossforgeError, RuntimeError):
     """The model's answer holds no usable proposal; ``raw`` is the full answer."""
 
     def __init__(self, message: str, raw: str = "") -> None:

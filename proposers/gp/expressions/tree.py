@@ -16,6 +16,8 @@ import copy
 import math
 from typing import Any, TypeAlias
 
+from lossforge.errors import UsageError
+
 #: A tree: a terminal name or a nested list (see the module docstring). JSON-serialisable.
 Tree: TypeAlias = Any
 
@@ -32,7 +34,7 @@ EXP_CLAMP = 20.0
 _TERMINAL_SIGN = {"rho": 1, "c": 1, "r": -1}
 
 
-class TreeError(ValueError):
+class TreeError(UsageError):
     """A value is not a well-formed expression tree."""
 
 
