@@ -16,15 +16,8 @@ What this module guarantees
   torch.distributions and math (``F.importlib``, ``F.np``, ``torch.nn.modules`` ...). Builtins are only
   ``SAFE_BUILTINS``.
 
-What it does not guarantee
---------------------------
-* This is not a security boundary on its own: CPython cannot be sandboxed in-process. It rejects the
-  obvious and the known escapes and gives good feedback; isolation (a separate process with resource
-  limits, a scrubbed environment and a hard kill) is ``lossforge.sandbox.process``'s job.
-* It does not bound run time or memory of tensor work (``torch.ones(10**5, 10**5)``); the process
-  backend's limits do.
-* ``x[i] = v`` on tensors is allowed (tensor indexing); in-place mutation of the inputs is detected by
-  the check suite, not here.
+What it does not guarantee: the same as ``lossforge.candidate.policy`` (not a security boundary on its
+own; no bound on tensor work; the process backend provides both).
 """
 from __future__ import annotations
 
