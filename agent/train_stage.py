@@ -87,7 +87,14 @@ class TrainStage:
         return self.config.train
 
     def tool_context(self) -> Any:
-        """The tool context the stage submits through: the run's sandbox, jobs under RUN_DIR/jobs."""
+        """The tool context the stage submits through: the run's sandbox, jobs under RUN_DIR/jobs.
+
+        The launcher is ``[train.launcher]``'s, with one exception: with ``[search] executor = "ray"`` and
+        the launcher's kind not set (the default, "local"), the jobs go to the ``RayLauncher`` on the
+        search's cluster (``[search] ray_address``; none: the Ray the run's sandbox started, else a local
+        one), with the launcher table's other Ray options (``ray_num_gpus``: 1 GPU a job unless set;
+        ``ray_num_cpus``, ``ray_init``). A kind set explicitly, "local" included, is kept.
+        """
         if self._context is None:
             from lossforge.tools.context import ToolContext, ToolSettings
 
@@ -95,6 +102,10 @@ class TrainStage:
             settings = ToolSettings.from_run_config(self.config, work_dir=run_dir / "tools")
             jobs = self.settings.jobs_dir if self.settings.jobs_dir is not None else run_dir / "jobs"
             settings.training.jobs_dir = Path(jobs)
+            launcher = settings.training.launcher
+            if self.config.search.executor == "ray" and "kind" not in self.config.train.launcher.model_fields_set:
+                settings.training.launcher = launcher.model_copy(
+                    update={"kind": "ray", "ray_address": self.config.search.ray_address or "local"})
             self._context = ToolContext(settings, sandbox=self.sandbox)
         return self._context
 
