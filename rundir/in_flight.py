@@ -34,11 +34,10 @@ from enum import StrEnum
 from typing import Any, Iterable
 
 from lossforge.candidate.status import SCORED, CandidateStatus
-from lossforge.rundir.archive import Archive, Candidate
+from lossforge.rundir.archive import IN_FLIGHT_META, Archive, Candidate
 
 __all__ = ["IN_FLIGHT_META", "InFlight", "Stage", "TRAIN_FINISHED", "in_flight", "stage_of", "training_pending"]
 
-IN_FLIGHT_META = "in_flight"  # the archive meta the supervisor (agent/supervisor.py) publishes
 TRAIN_FINISHED = ("succeeded", "failed", "timeout", "cancelled", "rejected", "error")  # as agent/train_stage.py
 REPAIRING_PROPOSERS = ("llm",)  # the proposers whose rejected candidates get a repair (supports_repair)
 
