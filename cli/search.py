@@ -70,7 +70,9 @@ def run(
 
     With an LLM and no config file: --proposer llm --model M --base-url URL [--api-key-env NAME]."""
     from lossforge.rundir.lock import RunDirectoryBusy
-    from lossforge.agent.runner import ConfigMismatch, run_search
+    from lossforge.agent.runner import run_search
+    from lossforge.errors import UsageError
+    from lossforge.llm.client import LLMError
 
     if concurrency is not None and concurrency < 1:
         _fail(f"--concurrency is the number of candidates in flight at once and must be at least 1, not {concurrency}: "
@@ -109,14 +111,8 @@ def run(
         )
     except RunDirectoryBusy as error:
         _fail(str(error), code=3)
-    except ConfigMismatch as error:
+    except (UsageError, LLMError) as error:  # bad settings (ConfigMismatch among them) or an LLM that cannot be used
         _fail(str(error))
-    except Exception as error:
-        from lossforge.llm.client import LLMError
-
-        if isinstance(error, LLMError):
-            _fail(str(error))
-        raise
     else:
         if not jsonl:
             err.print(f"[dim]status: lossforge status {run_dir} --json; report: lossforge report {run_dir}[/]")
