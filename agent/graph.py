@@ -46,7 +46,7 @@ def build_candidate_graph(nodes: SearchNodes) -> CompiledStateGraph:
         graph.add_node("train", timed(nodes.train))
         routes["train"] = "train"
     graph.add_conditional_edges(START, nodes.enter, routes)
-    graph.add_conditional_edges("propose", nodes.after_propose, {"check": "check", "reflect": "reflect"})
+    graph.add_conditional_edges("propose", nodes.after_propose, {"check": "check", "reflect": "reflect", "end": END})
     graph.add_conditional_edges(
         "check", nodes.after_check, {"repair": "repair", "reflect": "reflect", "dedup": "dedup"}
     )

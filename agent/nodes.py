@@ -102,9 +102,10 @@ class SearchNodes:
         context = context_for_run(self.archive, step, self.config)
         repair_of = state.get("repair_of")
         spent = self._budget_spent()
-        if spent and repair_of is not None:
-            # Out of LLM budget between a rejection and its repair: no proposal (and no failed row); the
-            # rejected candidate goes on to reflect, which stops the run with the state saved.
+        if spent:
+            # Out of LLM budget (spent by a candidate in flight beside this one, or between a rejection and
+            # its repair): no proposal and no failed row; a rejected candidate goes on to reflect, a new
+            # walk ends, and the supervisor stops the run with the state saved.
             return {"stop_reason": f"LLM budget exhausted: {spent}", "repair_of": None}
         if repair_of is not None:
             context.repair_of = view(self.archive.get(repair_of))
@@ -339,8 +340,8 @@ class SearchNodes:
         return "reflect"  # duplicate, failed, or scored without a train stage
 
     def after_propose(self, state: CandidateState) -> str:
-        if state.get("stop_reason"):  # the budget ran out before a repair: reflect on the rejected candidate
-            return "reflect"
+        if state.get("stop_reason"):  # the budget ran out: reflect on the rejected candidate, if any
+            return "reflect" if state.get("candidate_id") is not None else "end"
         candidate = self.archive.get(state["candidate_id"])
         return "reflect" if candidate.status == CandidateStatus.FAILED else "check"
 

@@ -111,8 +111,8 @@ class Supervisor:
         for slot in finished:
             final = self._running.pop(slot).result()  # a walk's unexpected error ends the run (state saved)
             candidate_id = final.get("candidate_id")
-            candidate = self.archive.get(candidate_id) if candidate_id is not None else None
-            rejected = 0 if candidate is not None and candidate.status in EVALUATED else rejected + 1
+            if candidate_id is not None:  # None: the walk stopped before proposing (the LLM budget ran out)
+                rejected = 0 if self.archive.get(candidate_id).status in EVALUATED else rejected + 1
             reason = reason or final.get("stop_reason")
             in_flight.remove(slot)
         training = self.nodes.train_stage

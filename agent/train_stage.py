@@ -40,10 +40,9 @@ from typing import Any
 from lossforge.candidate.status import CandidateStatus
 from lossforge.rundir.archive import Archive, Candidate
 from lossforge.rundir.events import EventKind, emit
+from lossforge.rundir.in_flight import TRAIN_FINISHED as FINISHED
 
 __all__ = ["TrainStage", "training_note", "FINISHED"]
-
-FINISHED = ("succeeded", "failed", "timeout", "cancelled", "rejected", "error")
 
 
 def training_note(candidate: Candidate) -> str | None:

@@ -38,7 +38,7 @@ from lossforge.rundir.archive import IN_FLIGHT_META, Archive, Candidate
 
 __all__ = ["IN_FLIGHT_META", "InFlight", "Stage", "TRAIN_FINISHED", "in_flight", "stage_of", "training_pending"]
 
-TRAIN_FINISHED = ("succeeded", "failed", "timeout", "cancelled", "rejected", "error")  # as agent/train_stage.py
+TRAIN_FINISHED = ("succeeded", "failed", "timeout", "cancelled", "rejected", "error")  # a training job's end states
 REPAIRING_PROPOSERS = ("llm",)  # the proposers whose rejected candidates get a repair (supports_repair)
 
 
