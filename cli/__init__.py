@@ -39,6 +39,7 @@ app.command()(judge.judge)
 bench_app.command("proxy")(bench.bench_proxy)
 bench_app.command("fidelity")(bench.bench_fidelity)
 bench_app.command("discovery")(bench.bench_discovery)
+bench_app.command("scaling")(bench.bench_scaling)
 
 __all__ = ["app", "bench_app", "main"]
 

@@ -1,4 +1,4 @@
-"""`lossforge bench train | sandbox | proxy | fidelity | discovery` (benchmarks that print JSON) and
+"""`lossforge bench train | sandbox | proxy | fidelity | discovery | scaling` (benchmarks that print JSON) and
 `lossforge doctor` (the sandbox's isolation layers on this host). Exit codes as in `lossforge.cli`.
 """
 from __future__ import annotations
@@ -165,3 +165,39 @@ def bench_discovery(
         _print_json(result)
     else:
         err.print(f"wrote {out / 'discovery.json'}; report: lossforge report {out}")
+
+
+def bench_scaling(
+    as_json: bool = typer.Option(True, "--json/--no-json", help="Print the result as JSON (the default)."),
+    k: str = typer.Option("1,2,4,8", "--k", help="Candidates in flight to compare, comma-separated (must include 1)."),
+    cases: str = typer.Option("cpu,llm,ray", "--cases", help="Comma-separated: cpu, llm, ray."),
+    cpu_evaluations: int = typer.Option(16, "--cpu-evaluations", min=1, help="Evaluated candidates per run of the cpu case."),
+    llm_evaluations: int = typer.Option(16, "--llm-evaluations", min=1, help="Evaluated candidates per run of the llm case."),
+    ray_evaluations: int = typer.Option(16, "--ray-evaluations", min=1, help="Evaluated candidates per run of the ray case."),
+    llm_seconds: float = typer.Option(2.0, "--llm-seconds", min=0, help="Seconds the fake LLM server takes per answer."),
+    proposer: str = typer.Option("evolution", "--proposer", help="The cpu and ray cases' proposer: evolution or random."),
+    seed: int = typer.Option(0, "--seed", min=0),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="The ray case's cluster (default: a local Ray)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where the proxy world is cached."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Keep the runs' directories here (default: a temporary directory)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress on stderr."),
+) -> None:
+    """Evaluated candidates per hour and the agent's own time against K in flight: CPU screens (threads per
+    screen split or 1), a latency-bound LLM proposer (the fake server), and a local Ray cluster."""
+    from pydantic import ValidationError
+
+    from lossforge.bench.scaling import ScalingBenchConfig, run_scaling_bench
+
+    try:
+        settings = ScalingBenchConfig(
+            ks=[int(x) for x in k.split(",") if x.strip()], cases=[x.strip() for x in cases.split(",") if x.strip()],
+            cpu_evaluations=cpu_evaluations, llm_evaluations=llm_evaluations, ray_evaluations=ray_evaluations,
+            llm_seconds=llm_seconds, proposer=proposer, seed=seed, ray_address=ray_address, cache_dir=cache_dir)
+    except (ValidationError, ValueError) as error:
+        _fail(f"bad bench scaling option: {error}")
+    result = run_scaling_bench(settings, out, progress=None if quiet else (lambda m: err.print(f"[dim]{escape(m)}[/]")))
+    if as_json:
+        _print_json(result)
+    else:
+        for name, case in result["cases"].items():
+            err.print(f"{name}: {case.get('best') or case.get('reason')}")
