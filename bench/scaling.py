@@ -13,7 +13,9 @@ outside its nodes; work: the time inside the nodes, summed over the walks) with 
   (proposal and reflection) after ``llm_seconds``, distinct valid DPO-form losses (so dedup rejects none)
   and a cheap screen, so the LLM's latency dominates. The issue's bar: K = 4 gives at least 3.2x the
   candidates per hour of K = 1.
-* ``ray``: as ``cpu`` with ``[search] executor = "ray"`` ("split" threads only). Skipped, with the
+* ``ray``: as ``cpu`` with ``[search] executor = "ray"`` (a local Ray instance per run, started before its
+  wall time, unless ``ray_address`` names a cluster; Ray runs at most as many screens at once as it has
+  CPUs, whatever K). Skipped, with the
   reason, when Ray or the Ray sandbox (``lossforge.sandbox.ray_sandbox``) is not there, or a run fails.
 
 Guarantees: the JSON's structure depends only on the settings (a skipped case has ``status`` and
@@ -209,7 +211,7 @@ def _cpu_case(settings: ScalingBenchConfig, root: Path, progress: Callable[[str]
     runs: list[dict[str, Any]] = []
     for k in settings.ks:
         split = max(1, cores() // k)
-        rules = {"split": split} if executor == "ray" else {"split": split, "one": 1}
+        rules = {"split": split, "one": 1}
         for threads in sorted(set(rules.values()), reverse=True):
             screen = CPU_SCREEN.model_copy(update={"threads": threads})
             search = {"executor": executor, "ray_address": settings.ray_address} if executor == "ray" else {}
