@@ -1,5 +1,5 @@
 """`lossforge bench scaling` at tiny sizes: real searches (real sandbox, the fake OpenAI server on
-127.0.0.1, Ray where `executor = "ray"` works), checking the report's structure and that its counts add
+127.0.0.1), checking the report's structure and that its counts add
 up. No speed is asserted (the numbers come from running the bench, see docs/BENCHMARKS.md).
 """
 from __future__ import annotations
@@ -43,18 +43,20 @@ def _check_runs(case: dict, ks: list[int], evaluations: int) -> None:
 
 
 def test_the_bench_at_tiny_sizes(tmp_path, cache_dir) -> None:
-    settings = ScalingBenchConfig(ks=[2, 1], cpu_evaluations=2, llm_evaluations=3, ray_evaluations=2, llm_seconds=0.2,
-                                  proposer="random", seed=1, cache_dir=cache_dir)
+    # The ray case runs the same search with executor = "ray" (tests/agent/test_ray_search.py runs that on a
+    # real cluster); left out here to keep the suite's time.
+    settings = ScalingBenchConfig(ks=[2, 1], cases=["llm", "cpu"], cpu_evaluations=1, llm_evaluations=2,
+                                  llm_seconds=0.2, proposer="random", seed=1, cache_dir=cache_dir)
     result = run_scaling_bench(settings, tmp_path / "runs")
     json.dumps(result)  # plain JSON
     assert list(result) == ["bench", "settings", "machine", "seconds", "cases"]
     assert result["settings"]["ks"] == [1, 2] and result["machine"]["cores"] >= 1
     assert {"load_average_before", "load_average_after"} <= set(result["machine"])
-    assert list(result["cases"]) == ["cpu", "llm", "ray"]
+    assert list(result["cases"]) == ["cpu", "llm"]  # in the bench's order, whatever order they were asked in
 
     cpu = result["cases"]["cpu"]
     assert cpu["status"] == "ok" and cpu["executor"] == "local"
-    _check_runs(cpu, [1, 2], 2)
+    _check_runs(cpu, [1, 2], 1)
     cores = result["machine"]["cores"]
     for k in (1, 2):  # each K with threads max(1, cores // K) and 1: each rule once, one run per distinct setting
         rows = [r for r in cpu["runs"] if r["k"] == k]
@@ -67,18 +69,12 @@ def test_the_bench_at_tiny_sizes(tmp_path, cache_dir) -> None:
 
     llm = result["cases"]["llm"]
     assert llm["status"] == "ok" and llm["llm_seconds"] == 0.2
-    _check_runs(llm, [1, 2], 3)
+    _check_runs(llm, [1, 2], 2)
     for run in llm["runs"]:  # one proposal and one reflection per candidate, all distinct and valid
-        assert run["counts"] == {"evaluated": 3} and run["llm_requests"] == 6
+        assert run["counts"] == {"evaluated": 2} and run["llm_requests"] == 4
         assert 1 <= run["llm_max_in_flight"] <= run["k"]
     assert llm["speedup_bar"] == {"k": 4, "min_speedup": 3.2, "measured": None, "met": None}
 
-    ray = result["cases"]["ray"]
-    if ray["status"] == "ok":
-        assert ray["executor"] == "ray"
-        _check_runs(ray, [1, 2], 2)
-    else:
-        assert ray == {"status": "skipped", "reason": ray["reason"]} and ray["reason"]
 
 
 def test_the_llm_script_holds_distinct_valid_losses() -> None:
