@@ -56,14 +56,29 @@ class WorldConfig(Strict):
         ),
     )
 
+    reward_reading: Literal["sigmoid", "identity"] = Field(
+        "sigmoid",
+        description=(
+            "How the true reward is read when a policy is evaluated. 'sigmoid': as a probability, "
+            "sigmoid(reward_sigmoid_scale * (z - reward_sigmoid_center)) of the standardised score z, as the "
+            "paper's reward is a sentiment classifier's P(positive), which saturates near 0.97 after training; "
+            "'identity': z itself (unbounded). Labels always come from z (the classifier's order)."
+        ),
+    )
+    reward_sigmoid_scale: float = Field(1.5, gt=0, le=20, description="Slope of the sigmoid reading, per standard deviation of z.")
+    reward_sigmoid_center: float = Field(
+        -1.75, ge=-10, le=10, description="Where the sigmoid reading is 0.5, in standard deviations of z (calibrated with `lossforge bench fidelity`)."
+    )
+
     def cache_key(self, seed: int) -> str:
         """A short stable hash of these settings and the seed: the name of the world's cache file.
 
         ``v`` is the version of the build code: bumped whenever a build would give different numbers
         (v2: the fused GELU kernel, equal to v1's up to float rounding; v3: the labelling reward may differ
-        from the true one, ``reward_misspecification``).
+        from the true one, ``reward_misspecification``; v4: the reference's reward is read through
+        ``reward_reading`` and its unit is stored).
         """
-        blob = json.dumps({"world": self.model_dump(), "seed": seed, "v": 3}, sort_keys=True)
+        blob = json.dumps({"world": self.model_dump(), "seed": seed, "v": 4}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -23,7 +23,8 @@ CASES = [("evolution", 0, 8), ("random", 1, 5)]
 
 def case_config(kind: str, seed: int, generations: int, cache_dir: Path, **search: Any) -> RunConfig:
     return RunConfig.model_validate({
-        "proxy": {"world": TINY_WORLD, "screen": TINY_SCREEN},
+        # the reward reading the reference was recorded with (the default became "sigmoid" afterwards)
+        "proxy": {"world": {**TINY_WORLD, "reward_reading": "identity"}, "screen": TINY_SCREEN},
         "cache_dir": str(cache_dir),
         "search": {"generations": generations, "seed": seed, **search},
         "proposer": {"kind": kind},

@@ -99,6 +99,7 @@ def test_a_partial_bench_config_keeps_the_bench_world(tmp_path) -> None:
     # the override applies, and the bench's own screen settings (not the defaults) are kept around it
     assert config.run.proxy.screen.steps == 8
     assert (config.run.proxy.screen.checkpoints, config.run.proxy.screen.eval_samples, config.run.proxy.screen.threads) == (6, 256, 1)
+    assert config.run.proxy.screen.lr == 1.5e-4  # the bench walks the frontier 1.5x faster (read at a matched KL)
     assert config.run.proxy.world.train_pairs == 1024  # the bench world, not the default one
 
 

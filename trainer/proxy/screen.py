@@ -13,7 +13,8 @@ Fitness (documented in the README; `lossforge.trainer.proxy.fitness`): the *rewa
 KL*. Along training the policy traces a path in the (KL, reward gain) plane that starts at the
 reference, (0, 0); the dense path is read where it first reaches the KL budget (its last checkpoint if
 it never does), and ``fitness_stderr`` is that reading's standard error from evaluation sampling.
-Reward gain is measured in standard deviations of the reference's reward. A loss that does not move the
+Reward gain is measured in standard deviations of the read reward under the chain (``world.read_reward``:
+by default a probability, as the paper's classifier reward is). A loss that does not move the
 policy scores about 0; a loss that moves it the wrong way scores below 0. A loss whose values become
 non-finite during training is degenerate: it gets no fitness and the reason is reported.
 """
@@ -31,6 +32,7 @@ from lossforge.trainer.proxy.build import ProxyTask
 from lossforge.settings.proxy import ScreenConfig
 from lossforge.trainer.proxy.fitness import frontier_reading, sampling_stderr
 from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
+from lossforge.trainer.proxy.world import read_reward
 
 LossFn = Callable[..., torch.Tensor]
 _ACCURACY_CHUNK = 256  # pairs per forward pass of the final accuracy measurement
@@ -72,7 +74,7 @@ def _policy_logps(policy: torch.nn.Module, prompts: torch.Tensor, chosen: torch.
 
 
 def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Module, settings: ScreenConfig, index: int):
-    """Mean hidden-reward gain and mean KL of policy samples on the eval prompts (common random numbers)."""
+    """Mean read-reward gain and mean KL of policy samples on the eval prompts (common random numbers)."""
     generator = torch.Generator().manual_seed(task.seed * 1000 + index)
     prompts = task.eval_prompts
     if settings.eval_samples != len(prompts):
@@ -81,7 +83,7 @@ def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Modu
     policy.eval()
     with torch.no_grad():
         completions = sample_completions(policy, prompts, task.config.completion_len, generator)
-        reward = task.world.reward(prompts, completions)
+        reward = read_reward(task.config, task.world.reward(prompts, completions)) / task.world.reward_unit
         kl = sequence_kl(policy, reference, prompts, completions)
     policy.train()
     root_n = math.sqrt(len(prompts))

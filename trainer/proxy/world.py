@@ -4,9 +4,15 @@ The language is a first-order Markov chain over `vocab_size - 1` tokens (token 0
 emitted) whose rows are drawn from a Dirichlet, so some continuations are much likelier than others, as
 in natural text. The hidden reward of a completion is a sum of per-token and sparse bigram terms
 (the bigram that joins prompt and completion included), standardised to mean 0 and standard deviation
-1 under the chain, so reward gains read in standard deviations of the reference's reward. It plays the
-part of the IMDb sentiment classifier in the DiscoPOP paper: the policy never sees it, only preference
-labels drawn from it.
+1 under the chain (the score). It plays the part of the IMDb sentiment classifier in the DiscoPOP paper:
+the policy never sees it, only preference labels drawn from it.
+
+The paper's reward is a probability, P(positive), which saturates (0.94-0.975 after training): a policy
+gains little by pushing an already positive completion further. ``read_reward`` reads the true reward the
+same way when a policy is evaluated (``WorldConfig.reward_reading``: a sigmoid of the standardised score,
+or the score itself), in units of its standard deviation under the chain (``World.reward_unit``), so
+reward gains still read in standard deviations. Preference labels are drawn from the score itself (a
+classifier's order of two completions is the order of its logits).
 
 Everything is a pure function of the seed.
 """
@@ -30,6 +36,7 @@ class World:
     bigram_reward: torch.Tensor  # (V, V)
     reward_mean: float
     reward_std: float
+    reward_unit: float = 1.0  # standard deviation of the read reward under the chain (1 for "identity")
 
     def raw_reward(self, prompts: torch.Tensor, completions: torch.Tensor) -> torch.Tensor:
         """Unstandardised reward of each completion given its prompt: shapes (n, P), (n, C) -> (n,)."""
@@ -55,6 +62,14 @@ class World:
         return torch.cat([torch.full((n, 1), BOS, dtype=torch.long), body], dim=1)
 
 
+def read_reward(config: WorldConfig, score: torch.Tensor) -> torch.Tensor:
+    """The true reward as evaluation reads it, from the standardised score (``World.reward``), before
+    dividing by ``World.reward_unit``: the score itself ("identity") or a probability ("sigmoid")."""
+    if config.reward_reading == "identity":
+        return score
+    return torch.sigmoid(config.reward_sigmoid_scale * (score - config.reward_sigmoid_center))
+
+
 def build_world(config: WorldConfig, seed: int) -> World:
     """Draw the chain and the reward tables for `seed`, and standardise the reward under the chain."""
     generator = torch.Generator().manual_seed(seed)
@@ -73,6 +88,8 @@ def build_world(config: WorldConfig, seed: int) -> World:
     raw = world.raw_reward(prompts, completions)
     world.reward_mean = float(raw.mean())
     world.reward_std = float(raw.std().clamp_min(1e-6))
+    if config.reward_reading != "identity":
+        world.reward_unit = float(read_reward(config, world.reward(prompts, completions)).std().clamp_min(1e-6))
     return world
 
 

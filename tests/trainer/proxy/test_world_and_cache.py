@@ -5,7 +5,7 @@ import torch
 
 from lossforge.trainer.proxy.build import load_task, task_cache_path
 from lossforge.settings.proxy import WorldConfig
-from lossforge.trainer.proxy.world import BOS, seeded_world
+from lossforge.trainer.proxy.world import BOS, read_reward, seeded_world
 
 
 def test_world_is_a_pure_function_of_the_seed() -> None:
@@ -68,3 +68,29 @@ def test_a_misspecified_labelling_reward_agrees_less_with_the_true_one(tiny_prox
     # the same SFT reference (the labels change, nothing else)
     assert torch.allclose(other.reference_state["transformer.wte.weight"], base.reference_state["transformer.wte.weight"], atol=1e-4)
     assert other.stats["label_agreement_with_true_reward"] < base.stats["label_agreement_with_true_reward"] - 0.1
+
+
+def test_the_true_reward_is_read_as_a_probability_in_chain_standard_deviations() -> None:
+    config = WorldConfig()
+    assert config.reward_reading == "sigmoid"  # the default: the paper's reward is P(positive)
+    world = seeded_world(config, 0)
+    generator = torch.Generator().manual_seed(123)
+    prompts = world.sample_prompts(4096, config.prompt_len, generator)
+    completions = world.sample(4096, config.completion_len, generator, start=prompts[:, -1])
+    score = world.reward(prompts, completions)
+    read = read_reward(config, score)
+    assert float(read.min()) > 0.0 and float(read.max()) < 1.0
+    # monotone in the score (the labels' order is the reading's order), and saturating at the top
+    order = score.argsort()
+    assert bool((read[order].diff() >= 0).all())
+    assert abs(float(read.std()) / world.reward_unit - 1.0) < 0.1
+    # "identity" reads the score itself, in its own unit: the numbers of the unbounded reward
+    identity = config.model_copy(update={"reward_reading": "identity"})
+    assert torch.equal(read_reward(identity, score), score)
+    assert seeded_world(identity, 0).reward_unit == 1.0
+
+
+def test_the_reading_is_part_of_the_cache_key() -> None:
+    config = WorldConfig()
+    for update in ({"reward_reading": "identity"}, {"reward_sigmoid_scale": 2.0}, {"reward_sigmoid_center": 0.0}):
+        assert config.model_copy(update=update).cache_key(0) != config.cache_key(0)
