@@ -126,3 +126,53 @@ def test_kill_9_with_candidates_in_flight_then_resume(tmp_path, cache_dir) -> No
     assert sorted(c.generation for c in archive.all() if c.generation is not None) == list(range(1, 7))
     assert {c.status for c in archive.all()} <= {"evaluated", "degenerate", "rejected", "duplicate", "failed"}
     assert archive.get_meta(IN_FLIGHT_META) == []
+
+
+def test_an_interrupted_run_of_the_single_graph_search_continues(tmp_path, cache_dir) -> None:
+    """A run directory whose single-graph search (before the supervisor) was killed with a candidate in
+    flight: its checkpoint (thread "search") is carried over once, the candidate is finished, the target kept."""
+    import sqlite3
+    from typing import TypedDict
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    from lossforge.candidate.fingerprint import code_hash
+    from lossforge.trainer.losses import library_code
+
+    class OldState(TypedDict, total=False):  # the single graph's state, as it was checkpointed
+        step: int
+        target_evaluated: int
+        candidate_id: int | None
+        repair_attempts: int
+        repair_of: int | None
+        rejected_in_a_row: int
+        stop_reason: str | None
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    archive = Archive(run_dir / "archive.sqlite")
+    dpo = library_code("dpo")
+    candidate_id = archive.upsert_proposal(0, name="dpo", code=dpo, code_hash=code_hash(dpo), proposer="evolution")
+    archive.close()
+    old = StateGraph(OldState)
+    old.add_node("propose", lambda state: {"step": 1, "candidate_id": candidate_id})
+    old.add_node("check", lambda state: {})
+    old.add_edge(START, "propose")
+    old.add_edge("propose", "check")
+    old.add_edge("check", END)
+    connection = sqlite3.connect(run_dir / "checkpoints.sqlite", check_same_thread=False)
+    graph = old.compile(checkpointer=SqliteSaver(connection), interrupt_before=["check"])  # "killed" before check
+    graph.invoke({"step": 0, "target_evaluated": 2, "candidate_id": None, "repair_attempts": 0, "repair_of": None,
+                  "rejected_in_a_row": 0, "stop_reason": None}, {"configurable": {"thread_id": "search"}})
+    connection.close()
+
+    events: list[dict] = []
+    summary = run_search(run_dir, case_config("evolution", 0, 5, cache_dir), on_event=events.append)
+    assert summary.resumed and summary.evaluated == 2  # the old target (2), not a new 5
+    resumed = [e for e in events if e["kind"] == "run_resumed"]
+    assert resumed and resumed[0]["in_flight"] == [0] and resumed[0]["target"] == 2
+    archive = Archive(run_dir / "archive.sqlite", readonly=True)
+    first = archive.get(candidate_id)
+    assert first.status == "evaluated" and first.generation == 1 and first.reflection  # finished, once
+    assert [c.step for c in archive.all()] == list(range(len(archive.all())))  # the next steps follow on
