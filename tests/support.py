@@ -60,3 +60,15 @@ def require_docker_engine() -> None:
     if os.environ.get("LOSSFORGE_REQUIRE_DOCKER") == "1":
         pytest.fail(reason + " (LOSSFORGE_REQUIRE_DOCKER=1: the engine must be running)")
     pytest.skip(reason)
+
+
+class Evil:
+    """Pickles to a call of os.system (what an escaped child could send back). Defined here, in a module
+    with a stable import name, so pickling it never depends on how pytest names a test module."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+class Plain:
+    """A harmless class outside lossforge (the restricted unpickler refuses it all the same)."""

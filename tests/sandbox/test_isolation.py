@@ -30,6 +30,7 @@ from lossforge.sandbox.process import ProcessSandbox
 from lossforge.sandbox.protocol import SandboxError
 from lossforge.candidate.report import CheckReport, CheckResult
 from lossforge.sandbox.wire import safe_loads
+from tests.support import Evil, Plain
 
 SIG = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
 DPO = (f"import torch.nn.functional as F\n\ndef dpo({SIG}):\n"
@@ -61,16 +62,7 @@ def test_safe_loads_reads_tensors_with_weights_only() -> None:
     assert torch.equal(got["t"], t) and got["dtype"] is torch.bfloat16 and got["size"] == (2, 3)
 
 
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("true",))
-
-
-class _Plain:  # a class outside lossforge: refused even though harmless
-    pass
-
-
-@pytest.mark.parametrize("value", [_Evil(), _Plain(), torch.nn.Linear(1, 1), print, os.getcwd])
+@pytest.mark.parametrize("value", [Evil(), Plain(), torch.nn.Linear(1, 1), print, os.getcwd])
 def test_safe_loads_refuses_other_globals(value) -> None:
     try:
         data = pickle.dumps(value)
