@@ -1,6 +1,7 @@
 """Helpers shared by test modules (not fixtures of every test: import what you use)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import types
 from typing import Iterator
@@ -72,3 +73,20 @@ class Evil:
 
 class Plain:
     """A harmless class outside lossforge (the restricted unpickler refuses it all the same)."""
+
+
+@contextlib.contextmanager
+def local_ray_cluster() -> Iterator[object]:
+    """A real local Ray cluster (2 CPUs, no dashboard) for the test, shut down after it (only its own
+    processes: unlike `ray stop`, another Ray on the machine is left alone). Skips without ray."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (optional: pip install 'lossforge[ray]')")
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()

@@ -18,6 +18,7 @@ from lossforge.agent.train_stage import TrainStage
 from lossforge.config import RunConfig
 from lossforge.rundir.archive import Archive
 from lossforge.sandbox.protocol import InProcessSandbox
+from tests.support import local_ray_cluster
 from tests.agent.sequential_reference import archive_record, case_config
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "sequential_reference.json").read_text())
@@ -25,17 +26,8 @@ REFERENCE = json.loads((Path(__file__).parent / "data" / "sequential_reference.j
 
 @pytest.fixture
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="ray is not installed (optional: pip install 'lossforge[ray]')")
-    from ray.cluster_utils import Cluster
-
-    assert not ray.is_initialized()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
+    with local_ray_cluster() as cluster:
         yield cluster
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from lossforge.sandbox.cancel import Cancellation, cancellable
 from lossforge.sandbox.process import ProcessSandbox
 from lossforge.sandbox.protocol import Sandbox, SandboxError
 from lossforge.settings.sandbox import SandboxConfig
+from tests.support import local_ray_cluster
 
 SIG = "policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta"
 DPO = f"""import torch.nn.functional as F
@@ -61,17 +62,8 @@ def test_a_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="ray is not installed (optional: pip install 'lossforge[ray]')")
-    from ray.cluster_utils import Cluster
-
-    assert not ray.is_initialized()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    try:
+    with local_ray_cluster() as cluster:
         yield cluster
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
 
 
 @pytest.mark.slow
