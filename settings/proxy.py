@@ -102,6 +102,15 @@ class ScreenConfig(Strict):
             "many more tokens (calibrated with `lossforge bench fidelity`)."
         ),
     )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description=(
+            "Learning-rate schedule of preference training: 'constant', or 'cosine' (linear warm-up over "
+            "warmup_ratio of the steps, then cosine decay to 0: HF Trainer's `cosine`, as in the DiscoPOP "
+            "paper's IMDb recipe)."
+        ),
+    )
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0 (both schedules).")
     threads: int = Field(2, ge=1, le=64, description="torch threads for one screen.")
 
 

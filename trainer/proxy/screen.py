@@ -1,7 +1,8 @@
 """Screening one candidate loss on the proxy: train the reference with it, then measure reward and KL.
 
 `screen(loss_fn, task, settings)` trains a copy of the SFT reference with the candidate loss on the
-task's preference pairs (Adam, gradient clipping at 1.0 as in HF Trainer's default) and, at evenly spaced
+task's preference pairs (Adam, gradient clipping at 1.0 as in HF Trainer's default, the learning rate
+on ``settings.lr_schedule``) and, at evenly spaced
 checkpoints, samples completions for held-out prompts to measure the mean hidden reward and
 KL(policy || reference). Sampling uses the same random streams for every candidate (common random
 numbers), so differences between candidates are not sampling noise.
@@ -90,6 +91,23 @@ def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Modu
     return float(kl.mean()), float(reward.mean()) - task.reference_reward, float(kl.std()) / root_n, float(reward.std()) / root_n
 
 
+def lr_factor(step: int, steps: int, schedule: str, warmup_ratio: float) -> float:
+    """The learning-rate multiplier before optimiser step `step` (0-based) of `steps`.
+
+    Linear warm-up from 0 over ``ceil(warmup_ratio * steps)`` steps, then 1 (``constant``) or a cosine
+    decay to 0 at the last step (``cosine``): the formulas of transformers'
+    ``get_constant_schedule_with_warmup`` and ``get_cosine_schedule_with_warmup`` (num_cycles 0.5), which
+    HF Trainer's ``lr_scheduler_type`` uses. Unitless, in [0, 1].
+    """
+    warmup = math.ceil(warmup_ratio * steps)
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def _checkpoint_steps(steps: int, checkpoints: int) -> list[int]:
     return sorted({max(1, round(steps * (i + 1) / checkpoints)) for i in range(checkpoints)})
 
@@ -108,6 +126,9 @@ def screen(
     policy = copy.deepcopy(reference)
     policy.train()
     optimiser = torch.optim.Adam(policy.parameters(), lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, settings.steps, settings.lr_schedule, settings.warmup_ratio)
+    )
     generator = torch.Generator().manual_seed(task.seed + 7)
     n_pairs = len(task.chosen)
     order = torch.randperm(n_pairs, generator=generator)
@@ -141,6 +162,7 @@ def screen(
         if not torch.isfinite(grad_norm):
             return ScreenResult(fitness=None, degenerate=f"non-finite gradient at step {step}", path=path, **result)
         optimiser.step()
+        scheduler.step()
         if step in evaluate_at:
             kl, gain, kl_stderr, gain_stderr = _evaluate(task, policy, reference, settings, len(path))
             if not (math.isfinite(kl) and math.isfinite(gain)):

@@ -46,3 +46,37 @@ def test_wrong_shape_is_degenerate(task, tiny_proxy) -> None:
 
     result = screen(scalar, task, tiny_proxy.screen)
     assert result.fitness is None and "expected" in result.degenerate
+
+
+@pytest.mark.parametrize("schedule,warmup_ratio", [("cosine", 0.1), ("cosine", 0.0), ("constant", 0.25), ("constant", 0.0)])
+def test_lr_schedule_is_hf_trainers(schedule, warmup_ratio) -> None:
+    """The screen's schedule multiplies the learning rate exactly as HF Trainer's `lr_scheduler_type`
+    (transformers' get_*_schedule_with_warmup, warm-up steps = ceil(warmup_ratio * steps))."""
+    import math
+
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    from lossforge.trainer.proxy.screen import lr_factor
+
+    steps = 37
+    warmup = math.ceil(warmup_ratio * steps)
+    optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    if schedule == "cosine":
+        reference = get_cosine_schedule_with_warmup(optimiser, warmup, steps)
+    else:
+        reference = get_constant_schedule_with_warmup(optimiser, warmup)
+    for step in range(steps):
+        assert lr_factor(step, steps, schedule, warmup_ratio) == pytest.approx(optimiser.param_groups[0]["lr"], abs=1e-12)
+        optimiser.step()
+        reference.step()
+
+
+def test_constant_schedule_without_warmup_is_the_plain_optimiser(task, tiny_proxy) -> None:
+    """The default schedule changes nothing: a cosine screen differs, the default equals its explicit form."""
+    from lossforge.settings.proxy import apply_overrides
+
+    default = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
+    explicit = screen(LIBRARY["dpo"], task, apply_overrides(tiny_proxy.screen, {"lr_schedule": "constant", "warmup_ratio": 0.0}))
+    cosine = screen(LIBRARY["dpo"], task, apply_overrides(tiny_proxy.screen, {"lr_schedule": "cosine", "warmup_ratio": 0.1}))
+    assert [p.kl for p in default.path] == [p.kl for p in explicit.path]
+    assert [p.kl for p in cosine.path] != [p.kl for p in default.path]
