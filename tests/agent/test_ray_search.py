@@ -3,6 +3,7 @@ local Ray cluster (2 CPUs, no dashboard) started and stopped by the test, two ca
 where the train stage sends its jobs under that executor."""
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from tests.support import local_ray_cluster
 from tests.agent.sequential_reference import archive_record, case_config
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "sequential_reference.json").read_text())
+PRINT = builtins.print  # as collected, before any Ray driver ran in this process
 
 
 @pytest.fixture
@@ -58,6 +60,8 @@ def test_a_search_on_ray_evaluates_its_target_once_each(tmp_path, cache_dir, ray
     checked = [e["candidate_id"] for e in events if e["kind"] == "checking"]
     assert len(checked) == len(set(checked))
 
+    # Ray relayed its workers' logs without replacing this process's print (RAY_TQDM_PATCH_PRINT)
+    assert builtins.print is PRINT, builtins.print
     # the checks and screens were Ray tasks in the cluster's workers, and the run closed its connection
     (sandbox,) = made
     assert isinstance(sandbox, RaySandbox) and sandbox.closed and not ray.is_initialized()

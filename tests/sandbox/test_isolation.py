@@ -64,10 +64,9 @@ def test_safe_loads_reads_tensors_with_weights_only() -> None:
 
 @pytest.mark.parametrize("value", [Evil(), Plain(), torch.nn.Linear(1, 1), print, os.getcwd])
 def test_safe_loads_refuses_other_globals(value) -> None:
-    try:
-        data = pickle.dumps(value)
-    except Exception as error:  # noqa: BLE001 - not even picklable: nothing to test
-        pytest.skip(f"not picklable: {error!r}")
+    # Each value pickles by reference in a clean process; if one does not, something earlier in the run
+    # replaced a global (a Ray driver once swapped builtins.print: see sandbox/ray_sandbox.py).
+    data = pickle.dumps(value)
     with pytest.raises(pickle.UnpicklingError, match="may not reference"):
         safe_loads(data)
 

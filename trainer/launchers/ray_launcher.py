@@ -24,6 +24,7 @@ What it does not guarantee
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ class RayLauncher:
 
         self._ray = ray
         if not ray.is_initialized():
+            # Ray's driver otherwise replaces builtins.print for good when it relays worker logs.
+            os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
             ray.init(address=address, **(init_kwargs or {}))
         self.root = str(Path(root).expanduser())
         self.num_gpus, self.num_cpus = num_gpus, num_cpus
