@@ -111,6 +111,13 @@ class ScreenConfig(Strict):
         ),
     )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0 (both schedules).")
+    final_accuracy: bool = Field(
+        True,
+        description=(
+            "Measure the implicit-reward accuracy and margin over all training pairs at the end of a screen "
+            "(reported with the result; the fitness does not use them; about 13% of a short screen's time)."
+        ),
+    )
     threads: int = Field(2, ge=1, le=64, description="torch threads for one screen.")
 
 

@@ -35,7 +35,7 @@ def _check_runs(case: dict, ks: list[int], evaluations: int) -> None:
         assert (run["unattributed_s"] is None) == (run["k"] != 1)
     best_k1 = max(r["candidates_per_hour"] for r in runs if r["k"] == 1)
     for run in runs:
-        assert math.isclose(run["speedup_vs_k1"], run["candidates_per_hour"] / best_k1, rel_tol=1e-2)
+        assert math.isclose(run["speedup_vs_k1"], run["candidates_per_hour"] / best_k1, rel_tol=1e-2, abs_tol=5e-4)  # 3 decimals
     best = max(runs, key=lambda r: r["candidates_per_hour"])
     assert case["best"] == {"k": best["k"], "threads": best["threads"], "candidates_per_hour": best["candidates_per_hour"]}
     assert [b["k"] for b in case["agent_share_bars"]] == [1]  # K = 8 is not run here

@@ -80,3 +80,13 @@ def test_constant_schedule_without_warmup_is_the_plain_optimiser(task, tiny_prox
     cosine = screen(LIBRARY["dpo"], task, apply_overrides(tiny_proxy.screen, {"lr_schedule": "cosine", "warmup_ratio": 0.1}))
     assert [p.kl for p in default.path] == [p.kl for p in explicit.path]
     assert [p.kl for p in cosine.path] != [p.kl for p in default.path]
+
+
+def test_without_the_final_accuracy_pass_the_fitness_and_path_are_the_same(task, tiny_proxy) -> None:
+    from lossforge.settings.proxy import apply_overrides
+
+    full = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
+    lean = screen(LIBRARY["dpo"], task, apply_overrides(tiny_proxy.screen, {"final_accuracy": False}))
+    assert full.preference_accuracy is not None and full.margin_std is not None
+    assert lean.preference_accuracy is None and lean.margin_mean is None and lean.margin_std is None
+    assert (lean.fitness, lean.fitness_stderr, lean.path) == (full.fitness, full.fitness_stderr, full.path)
