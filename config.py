@@ -54,6 +54,7 @@ class RunConfig(Strict):
     def fitness_identity(self) -> dict[str, Any]:
         """The settings that make fitness values comparable; a resumed run must not change them."""
         proxy = self.proxy.model_dump()
+        proxy["screen"].pop("final_accuracy")  # a reported extra: no fitness reads it
         if not self.proxy.fitness.variants:  # one screen: how readings would combine changes nothing
             proxy["fitness"] = {"variants": []}
         return {"seed": self.search.seed, "proxy": proxy}

@@ -74,6 +74,11 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} in the run directory, {new!r} now"]
 
 
+#: [proxy.screen] fields added after run directories existed, with the value that trains as before them:
+#: a directory that does not name one was made with that behaviour.
+SCREEN_FIELDS_ADDED = {"lr_schedule": "constant", "warmup_ratio": 0.0}
+
+
 def check_config_compatible(archive: Archive, config: RunConfig) -> None:
     """Refuse settings that would make this directory's fitness values incomparable."""
     stored = archive.get_meta(FITNESS_IDENTITY_META)
@@ -82,6 +87,11 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
         return
     if isinstance(stored.get("proxy"), dict) and "fitness" not in stored["proxy"]:
         stored["proxy"]["fitness"] = {"variants": []}  # made before [proxy.fitness]: one screen per candidate
+    screen = stored.get("proxy", {}).get("screen") if isinstance(stored.get("proxy"), dict) else None
+    if isinstance(screen, dict):
+        for name, before in SCREEN_FIELDS_ADDED.items():
+            screen.setdefault(name, before)
+        screen.pop("final_accuracy", None)  # not part of the identity (a reported extra)
     differences = _diff(stored, current)
     if differences:
         hint = ""

@@ -151,14 +151,14 @@ class RaySandbox:
 
     def _connect(self, init_kwargs: dict[str, Any]) -> None:
         ray = self._ray
+        # Ray's driver otherwise replaces builtins.print for good the first time it relays worker logs
+        # (ray.experimental.tqdm_ray, read lazily), which changes print for the whole host process.
+        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
         with _INIT_LOCK:
             if ray.is_initialized():
                 if id(self) not in _OWNERS and _OWNERS:
                     _OWNERS.add(id(self))  # another RaySandbox made the connection: share it
                 return
-            # Ray's driver otherwise replaces builtins.print for good the first time it relays worker
-            # logs (ray.experimental.tqdm_ray), which changes print for the whole host process.
-            os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
             if self.address is None:
                 ray.init(address="local", num_cpus=init_kwargs.pop("num_cpus", os.cpu_count() or 1), **init_kwargs)
             else:

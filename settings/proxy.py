@@ -105,9 +105,9 @@ class ScreenConfig(Strict):
     lr_schedule: Literal["constant", "cosine"] = Field(
         "constant",
         description=(
-            "Learning-rate schedule of preference training: 'constant', or 'cosine' (linear warm-up over "
-            "warmup_ratio of the steps, then cosine decay to 0: HF Trainer's `cosine`, as in the DiscoPOP "
-            "paper's IMDb recipe)."
+            "Learning-rate schedule of preference training after a linear warm-up over warmup_ratio of the "
+            "steps: 'constant' (HF Trainer's `constant_with_warmup`; with no warm-up, its `constant`) or "
+            "'cosine' (decay towards 0: HF Trainer's `cosine`, as in the DiscoPOP paper's IMDb recipe)."
         ),
     )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps spent warming the learning rate up from 0 (both schedules).")

@@ -67,6 +67,26 @@ def test_a_run_made_before_fitness_variants_continues_with_one_screen(tmp_path, 
     assert summary.evaluated_before == 1 and summary.counts["evaluated"] == 3  # the same search, two more
 
 
+def test_a_run_made_before_the_lr_schedule_continues_and_a_schedule_change_is_refused(tmp_path, tiny_run_config) -> None:
+    one = tiny_run_config.search.model_copy(update={"generations": 1})
+    run_search(tmp_path, tiny_run_config.model_copy(update={"search": one}))
+    archive = Archive(tmp_path / "archive.sqlite")
+    identity = archive.get_meta("fitness_identity")
+    for name in ("lr_schedule", "warmup_ratio"):
+        del identity["proxy"]["screen"][name]  # what a run directory of an earlier lossforge holds
+    archive.set_meta("fitness_identity", identity)
+    archive.close()
+
+    cosine = tiny_run_config.model_copy(deep=True)
+    cosine.proxy.screen.lr_schedule = "cosine"
+    with pytest.raises(ConfigMismatch, match="proxy.screen.lr_schedule: 'constant' in the run directory, 'cosine' now"):
+        run_search(tmp_path, cosine)
+    lean = tiny_run_config.model_copy(deep=True)
+    lean.proxy.screen.final_accuracy = False  # changes no fitness: allowed
+    summary = run_search(tmp_path, lean.model_copy(update={"search": tiny_run_config.search.model_copy(update={"generations": 2})}))
+    assert summary.evaluated_before == 1 and summary.counts["evaluated"] == 3  # the same search, two more
+
+
 def test_a_stop_request_ends_the_search_after_the_current_step(tmp_path, tiny_run_config) -> None:
     import threading
 

@@ -81,9 +81,9 @@ class RayLauncher:
         import ray  # lazy: optional dependency
 
         self._ray = ray
+        # Ray's driver otherwise replaces builtins.print for good when it relays worker logs (read lazily).
+        os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
         if not ray.is_initialized():
-            # Ray's driver otherwise replaces builtins.print for good when it relays worker logs.
-            os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
             ray.init(address=address, **(init_kwargs or {}))
         self.root = str(Path(root).expanduser())
         self.num_gpus, self.num_cpus = num_gpus, num_cpus

@@ -95,10 +95,14 @@ def lr_factor(step: int, steps: int, schedule: str, warmup_ratio: float) -> floa
     """The learning-rate multiplier before optimiser step `step` (0-based) of `steps`.
 
     Linear warm-up from 0 over ``ceil(warmup_ratio * steps)`` steps, then 1 (``constant``) or a cosine
-    decay to 0 at the last step (``cosine``): the formulas of transformers'
-    ``get_constant_schedule_with_warmup`` and ``get_cosine_schedule_with_warmup`` (num_cycles 0.5), which
-    HF Trainer's ``lr_scheduler_type`` uses. Unitless, in [0, 1].
+    decay towards 0 (``cosine``; 0 would be step `steps`, after the last one): the formulas of
+    transformers' ``get_constant_schedule_with_warmup`` and ``get_cosine_schedule_with_warmup``
+    (num_cycles 0.5), i.e. HF Trainer's ``lr_scheduler_type`` "constant_with_warmup" (HF's "constant"
+    ignores warm-up; here warmup_ratio 0 gives it) and "cosine". Unitless, in [0, 1]. Raises ValueError
+    for another schedule.
     """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {schedule!r}: 'constant' or 'cosine'")
     warmup = math.ceil(warmup_ratio * steps)
     if step < warmup:
         return step / max(1, warmup)

@@ -71,8 +71,9 @@ def test_lr_schedule_is_hf_trainers(schedule, warmup_ratio) -> None:
         reference.step()
 
 
-def test_constant_schedule_without_warmup_is_the_plain_optimiser(task, tiny_proxy) -> None:
-    """The default schedule changes nothing: a cosine screen differs, the default equals its explicit form."""
+def test_the_default_schedule_is_constant_without_warmup_and_cosine_differs(task, tiny_proxy) -> None:
+    """The default equals its explicit form (a factor of exactly 1 at every step: see the parametrised test
+    above), and a cosine screen trains differently."""
     from lossforge.settings.proxy import apply_overrides
 
     default = screen(LIBRARY["dpo"], task, tiny_proxy.screen)
@@ -90,3 +91,10 @@ def test_without_the_final_accuracy_pass_the_fitness_and_path_are_the_same(task,
     assert full.preference_accuracy is not None and full.margin_std is not None
     assert lean.preference_accuracy is None and lean.margin_mean is None and lean.margin_std is None
     assert (lean.fitness, lean.fitness_stderr, lean.path) == (full.fitness, full.fitness_stderr, full.path)
+
+
+def test_an_unknown_schedule_is_refused() -> None:
+    from lossforge.trainer.proxy.screen import lr_factor
+
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear'"):
+        lr_factor(0, 10, "linear", 0.0)
