@@ -85,13 +85,12 @@ def check_config_compatible(archive: Archive, config: RunConfig) -> None:
     current = json.loads(json.dumps(config.fitness_identity(), default=str))
     if stored is None:
         return
-    if isinstance(stored.get("proxy"), dict) and "fitness" not in stored["proxy"]:
-        stored["proxy"]["fitness"] = {"variants": []}  # made before [proxy.fitness]: one screen per candidate
-    screen = stored.get("proxy", {}).get("screen") if isinstance(stored.get("proxy"), dict) else None
-    if isinstance(screen, dict):
-        for name, before in SCREEN_FIELDS_ADDED.items():
-            screen.setdefault(name, before)
-        screen.pop("final_accuracy", None)  # not part of the identity (a reported extra)
+    proxy = stored.get("proxy")
+    if isinstance(proxy, dict):
+        proxy.setdefault("fitness", {"variants": []})  # made before [proxy.fitness]: one screen per candidate
+        if isinstance(proxy.get("screen"), dict):
+            for name, before in SCREEN_FIELDS_ADDED.items():
+                proxy["screen"].setdefault(name, before)
     differences = _diff(stored, current)
     if differences:
         hint = ""

@@ -20,7 +20,7 @@ from filelock import FileLock
 
 from lossforge.settings.proxy import WorldConfig
 from lossforge.trainer.proxy.model import build_model, completion_logits, completion_logps, sample_completions
-from lossforge.trainer.proxy.world import BOS, World, read_reward, seeded_world
+from lossforge.trainer.proxy.world import BOS, World, read_gain_units, seeded_world
 
 CACHE_FORMAT = 1
 
@@ -39,7 +39,7 @@ class ProxyTask:
     reference_chosen_logps: torch.Tensor  # (N,)
     reference_rejected_logps: torch.Tensor  # (N,)
     eval_prompts: torch.Tensor  # (M, P)
-    reference_reward: float  # mean read reward (``world.read_reward`` / reward_unit) of reference samples on the eval prompts
+    reference_reward: float  # mean read reward (``world.read_gain_units``) of reference samples on the eval prompts
     stats: dict[str, float] = field(default_factory=dict)
 
     def reference_model(self) -> torch.nn.Module:
@@ -122,7 +122,7 @@ def build_task(config: WorldConfig, seed: int) -> ProxyTask:
         eval_prompts = world.sample_prompts(config.eval_prompts, config.prompt_len, generator)
         repeated = eval_prompts.repeat(config.reference_samples_per_prompt, 1)
         reference_samples = sample_completions(reference, repeated, config.completion_len, generator)
-        reference_rewards = read_reward(config, world.reward(repeated, reference_samples)) / world.reward_unit
+        reference_rewards = read_gain_units(config, world, repeated, reference_samples)
         # How far the SFT model is from the chain it imitates, in nats per token.
         logits = completion_logits(reference, repeated[:256], reference_samples[:256])
         model_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), reference_samples[:256].reshape(-1))

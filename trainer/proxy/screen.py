@@ -14,7 +14,7 @@ Fitness (documented in the README; `lossforge.trainer.proxy.fitness`): the *rewa
 KL*. Along training the policy traces a path in the (KL, reward gain) plane that starts at the
 reference, (0, 0); the dense path is read where it first reaches the KL budget (its last checkpoint if
 it never does), and ``fitness_stderr`` is that reading's standard error from evaluation sampling.
-Reward gain is measured in standard deviations of the read reward under the chain (``world.read_reward``:
+Reward gain is measured in standard deviations of the read reward under the chain (``world.read_gain_units``:
 by default a probability, as the paper's classifier reward is). A loss that does not move the
 policy scores about 0; a loss that moves it the wrong way scores below 0. A loss whose values become
 non-finite during training is degenerate: it gets no fitness and the reason is reported.
@@ -33,7 +33,7 @@ from lossforge.trainer.proxy.build import ProxyTask
 from lossforge.settings.proxy import ScreenConfig
 from lossforge.trainer.proxy.fitness import frontier_reading, sampling_stderr
 from lossforge.trainer.proxy.model import completion_logps, sample_completions, sequence_kl
-from lossforge.trainer.proxy.world import read_reward
+from lossforge.trainer.proxy.world import read_gain_units
 
 LossFn = Callable[..., torch.Tensor]
 _ACCURACY_CHUNK = 256  # pairs per forward pass of the final accuracy measurement
@@ -84,7 +84,7 @@ def _evaluate(task: ProxyTask, policy: torch.nn.Module, reference: torch.nn.Modu
     policy.eval()
     with torch.no_grad():
         completions = sample_completions(policy, prompts, task.config.completion_len, generator)
-        reward = read_reward(task.config, task.world.reward(prompts, completions)) / task.world.reward_unit
+        reward = read_gain_units(task.config, task.world, prompts, completions)
         kl = sequence_kl(policy, reference, prompts, completions)
     policy.train()
     root_n = math.sqrt(len(prompts))

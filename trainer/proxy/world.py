@@ -70,6 +70,13 @@ def read_reward(config: WorldConfig, score: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(config.reward_sigmoid_scale * (score - config.reward_sigmoid_center))
 
 
+def read_gain_units(config: WorldConfig, world: World, prompts: torch.Tensor, completions: torch.Tensor) -> torch.Tensor:
+    """The true reward of each completion as evaluation reads it (``read_reward``), in units of its standard
+    deviation under the chain (``World.reward_unit``): shapes (n, P), (n, C) -> (n,). Reward gains of the
+    policy and the reference's level are both measured this way."""
+    return read_reward(config, world.reward(prompts, completions)) / world.reward_unit
+
+
 def build_world(config: WorldConfig, seed: int) -> World:
     """Draw the chain and the reward tables for `seed`, and standardise the reward under the chain."""
     generator = torch.Generator().manual_seed(seed)
